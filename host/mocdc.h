@@ -1,0 +1,23 @@
+/* mocdc host: shared declarations. See host/README.md for the C<->Lua boundary. */
+#ifndef MOCDC_H
+#define MOCDC_H
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+/* One luaopen per native module; host/main.c puts each in package.preload
+ * under the name "mocdc.<name>.lib". The public API is lua/stdlib/mocdc/<name>.lua. */
+int luaopen_mocdc_util_lib(lua_State *L);       /* host/util.c */
+int luaopen_mocdc_conn_lib(lua_State *L);       /* host/conn.c */
+int luaopen_mocdc_batch_lib(lua_State *L);      /* host/batch.c */
+int luaopen_mocdc_sqlbuild_lib(lua_State *L);   /* host/sqlbuild.c */
+int luaopen_mocdc_checkpoint_lib(lua_State *L); /* host/checkpoint.c */
+int luaopen_mocdc_regex_lib(lua_State *L);      /* host/regex.c */
+
+/* Expected runtime failure: push nil, msg[, errno[, sqlstate]] and return the count. */
+int mocdc_push_fail(lua_State *L, const char *msg, int err, const char *sqlstate);
+
+/* Set by SIGINT/SIGTERM; long loops poll it and stop at a safe point. */
+extern volatile int mocdc_stop_requested;
+
+#endif
