@@ -1,19 +1,119 @@
--- mocdc command line: dispatches to run / task / sql / serve / version / help.
+-- mocdc command line. Exit codes: 0 ok, 1 sync/runtime error, 2 usage or
+-- configuration error, 130 interrupted (SIGINT/SIGTERM at a safe point).
+local errors = require("mocdc.errors")
+local log = require("mocdc.log")
+
 local M = {}
+
+M.USAGE = [[
+mocdc - change data capture between MySQL-protocol databases (MatrixOne, MySQL, MariaDB)
+
+Usage:
+  mocdc run FILE.lua [--set name=value ...] [--once]   run a pipeline script
+  mocdc version                                        print versions of mocdc and its libraries
+  mocdc help | --help                                  this text
+
+Pipelines (see README.md "Pipelines"):
+  pipelines/full_copy.lua    consistent full copy of tables between servers
+  --set source_uri=mysql://user:pw@host:port  --set sink_uri=...  --set tables=db.t:db2.t2
+
+Options of run:
+  --set name=value   set a pipeline variable (visible to the script as var "name")
+  --once             sync until the sink has caught up with the source, then exit 0
+  --quiet            only errors on stderr
+  --verbose          debug logging
+
+Environment:
+  MOCDC_HOME         state directory (default ~/.mocdc)
+  MOCDC_LOG_LEVEL    debug | info | warn | error
+  MOCDC_LUA_PATH     load the Lua stdlib from this directory instead of the binary (development)
+  MOCDC_DEBUG=1      print Lua tracebacks with errors
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error, 130 interrupted.
+]]
+
+local function fail(msg, code)
+  io.stderr:write("mocdc: error: ", log.mask(msg), "\n")
+  return code or 1
+end
+
+-- Run fn under pcall and turn any error into one line + exit code.
+local function protected(fn, ...)
+  local ok, res = pcall(fn, ...)
+  if ok then return res or 0 end
+  if errors.is(res) then return fail(res.msg, res.code == 130 and 130 or (res.code == 2 and 2 or 1)) end
+  return fail(errors.message(res), 1)
+end
+
+local function cmd_version()
+  local parts = { "mocdc " .. (require("mocdc.version")) }
+  parts[#parts + 1] = jit and jit.version or _VERSION
+  local okc, connlib = pcall(require, "mocdc.conn.lib")
+  if okc and connlib.client_info then parts[#parts + 1] = "libmariadb " .. connlib.client_info() end
+  local okr, relib = pcall(require, "mocdc.regex.lib")
+  if okr and relib.version then parts[#parts + 1] = "PCRE2 " .. relib.version() end
+  local oks, cklib = pcall(require, "mocdc.checkpoint.lib")
+  if oks and cklib.version then parts[#parts + 1] = "SQLite " .. cklib.version() end
+  for _, p in ipairs(parts) do print(p) end
+  return 0
+end
+
+local function cmd_run(args)
+  local file, vars, opts = nil, {}, { once = false }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--set" or a:match("^%-%-set=") then
+      local kv = a == "--set" and args[i + 1] or a:sub(7)
+      if a == "--set" then i = i + 1 end
+      local k, v = (kv or ""):match("^([%w_%.]+)=(.*)$")
+      if not k then return fail(string.format("--set expects name=value, got '%s'", tostring(kv)), 2) end
+      vars[k] = v
+    elseif a == "--once" then opts.once = true
+    elseif a == "--quiet" then log.level = "error"
+    elseif a == "--verbose" then log.level = "debug"
+    elseif a == "-h" or a == "--help" then io.write(M.USAGE) return 0
+    elseif a:sub(1, 1) == "-" then return fail("unknown option " .. a .. " (see mocdc --help)", 2)
+    elseif not file then file = a
+    else return fail("unexpected argument '" .. a .. "' (one pipeline file per run)", 2) end
+    i = i + 1
+  end
+  if not file then return fail("run needs a pipeline file: mocdc run FILE.lua [--set name=value ...]", 2) end
+  return protected(function()
+    local ctx = require("mocdc.pipeline").declare(file, vars)
+    local results = require("mocdc.runner").run(ctx, opts)
+    for _, summary in ipairs(results) do
+      for _, s in ipairs(summary) do
+        if s.skipped then
+          print(string.format("%s -> %s: already in sync", s.src, s.dst))
+        else
+          print(string.format("%s -> %s: %d rows copied in %.2f s", s.src, s.dst, s.rows, s.seconds))
+        end
+      end
+    end
+    return 0
+  end)
+end
 
 function M.main(args)
   local cmd = args[1]
+  local rest = {}
+  for i = 2, #args do rest[#rest + 1] = args[i] end
   if cmd == "busted" then
     -- test runner inside the host, so specs can require the native modules
-    local rest = {}
-    for i = 2, #args do rest[#rest + 1] = args[i] end
     rest[0] = "busted"
     _G.arg = rest
     require("busted.runner")({ standalone = false })
     return 0
+  elseif cmd == nil or cmd == "help" or cmd == "-h" or cmd == "--help" then
+    io.write(M.USAGE)
+    return cmd == nil and 2 or 0
+  elseif cmd == "version" or cmd == "--version" then
+    return cmd_version()
+  elseif cmd == "run" then
+    return cmd_run(rest)
   end
-  print("mocdc")
-  return 0
+  return fail(string.format("unknown command '%s' (see mocdc --help)", cmd), 2)
 end
 
 return M

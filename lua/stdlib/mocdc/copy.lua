@@ -1,0 +1,159 @@
+-- Full copy: snapshot source -> sink, table by table, in chunks. Each chunk is
+-- one sink transaction that also writes the table's watermark (last key
+-- copied), so a restart resumes after the last committed chunk and never
+-- copies a row twice or skips one. Without transforms the rows never leave C
+-- (LOAD DATA LOCAL INFILE fed straight from the source cursor); with
+-- transforms they pass through Lua in batches.
+local batchlib = require("mocdc.batch")
+local errors = require("mocdc.errors")
+local log = require("mocdc.log")
+local progress = require("mocdc.progress")
+local stream = require("mocdc.stream")
+local util = require("mocdc.util.lib")
+
+local M = {}
+
+local function key_text(t, row)
+  local parts = {}
+  for _, i in ipairs(t.key_idx) do
+    local v = row[t.columns[i].name]
+    local s = v == nil and "NULL" or tostring(v)
+    if #s > 64 then s = s:sub(1, 61) .. "..." end
+    parts[#parts + 1] = t.columns[i].name .. "=" .. s
+  end
+  return #parts > 0 and ("(" .. table.concat(parts, ", ") .. ")") or "(no key)"
+end
+
+-- Decide the columns written to the sink and check the sink table.
+function M.prepare(t, sink, transforms)
+  local out_cols = stream.output_columns(transforms, t.columns)
+  local renamed = #out_cols ~= #t.columns
+  for i, c in ipairs(out_cols) do if c.name ~= t.columns[i].name then renamed = true end end
+  t.out_columns = out_cols
+  local create_sql = t.create_sql
+  if renamed then
+    -- rename/drop changed the column list: build the DDL from column definitions
+    local schema = require("mocdc.schema")
+    local defs, keys = {}, {}
+    for _, c in ipairs(out_cols) do
+      defs[#defs + 1] = "  " .. schema.qi(c.name) .. " " .. c.column_type .. (c.nullable and " NULL" or " NOT NULL")
+    end
+    t.dst_key = {}
+    for _, ki in ipairs(t.key_idx) do
+      local name = t.columns[ki].name
+      for _, tr in ipairs(transforms) do
+        if tr.kind == "rename" and tr.map[name] then name = tr.map[name] end
+        if tr.kind == "drop" and tr.set[name] then
+          errors.raise(string.format("transform at %s drops key column '%s' of %s; keep key columns", tr.where, name, t.src_label))
+        end
+      end
+      t.dst_key[#t.dst_key + 1] = name
+      keys[#keys + 1] = schema.qi(name)
+    end
+    if #keys > 0 then defs[#defs + 1] = "  PRIMARY KEY (" .. table.concat(keys, ", ") .. ")" end
+    create_sql = "CREATE TABLE `x` (\n" .. table.concat(defs, ",\n") .. "\n)"
+  end
+  sink:prepare_table({ src_label = t.src_label, dst_db = t.dst_db, dst_table = t.dst_table,
+    columns = out_cols, create_sql = create_sql }, #transforms > 0)
+  t.dst_key_idx = {}
+  for j, ki in ipairs(t.key_idx) do
+    local name = (t.dst_key and t.dst_key[j]) or t.columns[ki].name
+    for i, c in ipairs(out_cols) do if c.name == name then t.dst_key_idx[#t.dst_key_idx + 1] = i end end
+  end
+end
+
+-- Copy one table. ctx: {src, sink, store, transforms, chunk_rows, batch_rows, position}
+function M.copy_table(ctx, t)
+  local src, sink, store = ctx.src, ctx.sink, ctx.store
+  local dst_label = t.dst_db .. "." .. t.dst_table
+  local wm = sink:read_watermark(t.src_label)
+  if wm and wm.phase ~= "full" then
+    log.info("%s -> %s: already copied (watermark phase %s), skipping", t.src_label, dst_label, wm.phase)
+    return 0, 0, true
+  end
+  local resume = wm and wm.full_key
+  if resume and #t.key_idx == 0 then resume = nil end
+  if resume then log.info("%s -> %s: resuming full copy after key %s", t.src_label, dst_label, table.concat(resume, ","))
+  elseif #t.key_idx == 0 then
+    -- no key: a partial earlier attempt cannot be resumed by key; start clean
+    sink:exec("DELETE FROM " .. require("mocdc.schema").qname(t.dst_db, t.dst_table), "clearing " .. dst_label)
+  end
+  local cursor = src:cursor(t, resume)
+  local prog = progress.new(t.src_label .. " -> " .. dst_label, t.estimated_rows)
+  local total, bytes_total = 0, 0
+  local fn = stream.compile(ctx.transforms)
+  local final_phase = ctx.final_phase or "done"
+  local function commit_chunk(last_key)
+    sink:exec(sink:watermark_sql(t.src_label, dst_label, "full", last_key, ctx.position), "writing the watermark")
+    sink:commit()
+    store:set("table/" .. t.src_label, require("cjson").encode({ phase = "full", full_key = last_key }))
+  end
+  local ok, err = pcall(function()
+    if not fn and sink.use_load_data then
+      while true do
+        if util.stop_requested() then errors.raise("interrupted; the copy resumes from the last committed chunk", 130) end
+        sink:begin()
+        local n, bytes, last_key = sink:load_chunk(cursor, t, ctx.chunk_rows)
+        if n == 0 then sink:rollback() break end
+        commit_chunk(#t.key_idx > 0 and last_key or nil)
+        total, bytes_total = total + n, bytes_total + (bytes or 0)
+        prog:add(n)
+      end
+    else
+      local inb = batchlib.new(t.columns)
+      local outb = fn and batchlib.new(t.out_columns) or inb
+      while true do
+        if util.stop_requested() then errors.raise("interrupted; the copy resumes from the last committed chunk", 130) end
+        inb:clear()
+        if outb ~= inb then outb:clear() end
+        local n, ferr = cursor:fetch(inb, ctx.batch_rows)
+        if not n then errors.raise(string.format("reading %s from source failed: %s", t.src_label, ferr)) end
+        if n == 0 then break end
+        if fn then
+          for i = 1, n do
+            local _, _, row = inb:get_named(i)
+            local okf, res = pcall(fn, row)
+            if not okf then
+              local e = type(res) == "table" and res or { msg = tostring(res) }
+              local _, _, orig = inb:get_named(i)
+              errors.raise(string.format("transform %s at %s failed on %s row %s: %s", e.transform or "?",
+                e.where or "?", t.src_label, key_text(t, orig), e.msg))
+            end
+            if res ~= nil then
+              local okadd, aerr = pcall(outb.add_named, outb, "insert", nil, res)
+              if not okadd then
+                errors.raise(string.format("transform output for %s row %s does not fit sink table %s: %s",
+                  t.src_label, key_text(t, row), dst_label, tostring(aerr)))
+              end
+            end
+          end
+        end
+        local last_key
+        if #t.key_idx > 0 then
+          local _, _, last = inb:get(n)
+          last_key = {}
+          for j, ki in ipairs(t.key_idx) do last_key[j] = last[ki] end
+        end
+        sink:begin()
+        if outb:count() > 0 then sink:apply_batch(outb, t, "replace") end
+        commit_chunk(last_key)
+        total, bytes_total = total + n, bytes_total + inb:bytes()
+        prog:add(n)
+      end
+    end
+  end)
+  cursor:close()
+  local _, elapsed = prog:finish()
+  if not ok then
+    sink:rollback()
+    error(err, 0)
+  end
+  -- mark the table copied (the position lets a binlog source continue from the snapshot)
+  sink:begin()
+  sink:exec(sink:watermark_sql(t.src_label, dst_label, final_phase, nil, ctx.position), "writing the watermark")
+  sink:commit()
+  store:set("table/" .. t.src_label, require("cjson").encode({ phase = final_phase, position = ctx.position }))
+  return total, elapsed, false
+end
+
+return M

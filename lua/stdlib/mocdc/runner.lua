@@ -1,0 +1,99 @@
+-- Executes the jobs a pipeline declared: opens source and sink, validates
+-- every table before writing anything, then copies / streams.
+local checkpoint = require("mocdc.checkpoint")
+local copy = require("mocdc.copy")
+local errors = require("mocdc.errors")
+local log = require("mocdc.log")
+local progress = require("mocdc.progress")
+local snapshot = require("mocdc.source.snapshot")
+local util = require("mocdc.util.lib")
+
+local M = {}
+
+local function home()
+  local h = os.getenv("MOCDC_HOME")
+  if h and h ~= "" then return h end
+  return (os.getenv("HOME") or "/tmp") .. "/.mocdc"
+end
+M.home = home
+
+local function int_opt(o, name, default)
+  local v = o[name]
+  if v == nil then return default end
+  local n = tonumber(v)
+  if not n or n <= 0 or n ~= math.floor(n) then
+    errors.raise(string.format("option %s = '%s' is not a positive integer", name, tostring(v)), 2)
+  end
+  return n
+end
+
+local function open_sink(job, name)
+  local o = job.opts
+  local kind = job.target:match("^(%a[%w+.-]*)://")
+  if kind ~= "mysql" and kind ~= "matrixone" then
+    errors.raise(string.format("sink '%s': unsupported scheme (expected mysql://user:pw@host:port)",
+      log.mask(job.target)), 2)
+  end
+  local dialect = o.sinkType or o.dialect or (kind == "matrixone" and "matrixone" or nil)
+  return require("mocdc.sink.mysql").open(job.target, { pipeline = name, dialect = dialect,
+    maxSqlLength = o.maxSqlLength, password = o.password, sendSqlTimeout = o.sendSqlTimeout,
+    loadData = o.loadData })
+end
+
+local function open_store(job, name)
+  local dir = job.opts.checkpointLocation or (home() .. "/pipelines/" .. name)
+  local store, err = checkpoint.open(dir)
+  if not store then errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2) end
+  return store, dir
+end
+
+function M.run_snapshot(job, ctx, run_opts)
+  local so = job.stream.source.opts
+  local src = snapshot.open(so)
+  local sink = open_sink(job, ctx.name)
+  local store, dir = open_store(job, ctx.name)
+  local ok, err = pcall(function()
+    src:begin_snapshot()
+    local list = src:tables()
+    -- validate every table before the first write
+    for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
+    sink:ensure_watermark()
+    local cctx = { src = src, sink = sink, store = store, transforms = job.stream.transforms,
+      chunk_rows = int_opt(so, "chunkSize", 100000), batch_rows = int_opt(so, "batchSize", 5000),
+      position = src.position }
+    local summary = {}
+    for _, t in ipairs(list) do
+      local n, el, skipped = copy.copy_table(cctx, t)
+      local dst = t.dst_db .. "." .. t.dst_table
+      if not skipped then
+        log.info("copied %s -> %s: %s rows in %.2f s (%s rows/s)", t.src_label, dst, progress.fmt_int(n), el,
+          progress.fmt_int(el > 0 and n / el or n))
+      end
+      summary[#summary + 1] = { src = t.src_label, dst = dst, rows = n, seconds = el, skipped = skipped }
+    end
+    src:end_snapshot()
+    return summary
+  end)
+  src:close()
+  sink:close()
+  store:close()
+  if not ok then error(err, 0) end
+  return err
+end
+
+function M.run(ctx, run_opts)
+  local results = {}
+  for _, job in ipairs(ctx.jobs) do
+    local kind = job.stream.source.kind
+    if kind == "snapshot" then
+      results[#results + 1] = M.run_snapshot(job, ctx, run_opts)
+    elseif kind == "binlog" then
+      results[#results + 1] = require("mocdc.cdc").run(job, ctx, run_opts)
+    else
+      errors.raise("unknown source kind " .. tostring(kind), 2)
+    end
+  end
+  return results
+end
+
+return M
