@@ -76,7 +76,7 @@ function M.copy_table(ctx, t)
   if resume then log.info("%s -> %s: resuming full copy after key %s", t.src_label, dst_label, table.concat(resume, ","))
   elseif #t.key_idx == 0 then
     -- no key: a partial earlier attempt cannot be resumed by key; start clean
-    sink:exec("DELETE FROM " .. require("mocdc.schema").qname(t.dst_db, t.dst_table), "clearing " .. dst_label)
+    sink:clear_table(t)
   end
   local cursor = src:cursor(t, resume)
   local prog = progress.new(t.src_label .. " -> " .. dst_label, t.estimated_rows)
@@ -84,7 +84,7 @@ function M.copy_table(ctx, t)
   local fn = stream.compile(ctx.transforms)
   local final_phase = ctx.final_phase or "done"
   local function commit_chunk(last_key)
-    sink:exec(sink:watermark_sql(t.src_label, dst_label, "full", last_key, ctx.position), "writing the watermark")
+    sink:set_watermark(t.src_label, dst_label, "full", last_key, ctx.position)
     sink:commit()
     store:set("table/" .. t.src_label, require("cjson").encode({ phase = "full", full_key = last_key }))
   end
@@ -150,7 +150,7 @@ function M.copy_table(ctx, t)
   end
   -- mark the table copied (the position lets a binlog source continue from the snapshot)
   sink:begin()
-  sink:exec(sink:watermark_sql(t.src_label, dst_label, final_phase, nil, ctx.position), "writing the watermark")
+  sink:set_watermark(t.src_label, dst_label, final_phase, nil, ctx.position)
   sink:commit()
   store:set("table/" .. t.src_label, require("cjson").encode({ phase = final_phase, position = ctx.position }))
   return total, elapsed, false

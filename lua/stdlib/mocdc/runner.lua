@@ -27,9 +27,12 @@ local function int_opt(o, name, default)
   return n
 end
 
-local function open_sink(job, name)
+function M.open_sink(job, name)
   local o = job.opts
   local kind = job.target:match("^(%a[%w+.-]*)://")
+  if kind == "file" then
+    return require("mocdc.sink.file").open(job.target, { pipeline = name, opts = o })
+  end
   if kind ~= "mysql" and kind ~= "matrixone" then
     errors.raise(string.format("sink '%s': unsupported scheme (expected mysql://user:pw@host:port)",
       log.mask(job.target)), 2)
@@ -40,7 +43,7 @@ local function open_sink(job, name)
     loadData = o.loadData })
 end
 
-local function open_store(job, name)
+function M.open_store(job, name)
   local dir = job.opts.checkpointLocation or (home() .. "/pipelines/" .. name)
   local store, err = checkpoint.open(dir)
   if not store then errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2) end
@@ -50,8 +53,8 @@ end
 function M.run_snapshot(job, ctx, run_opts)
   local so = job.stream.source.opts
   local src = snapshot.open(so)
-  local sink = open_sink(job, ctx.name)
-  local store, dir = open_store(job, ctx.name)
+  local sink = M.open_sink(job, ctx.name)
+  local store, dir = M.open_store(job, ctx.name)
   local ok, err = pcall(function()
     src:begin_snapshot()
     local list = src:tables()

@@ -100,6 +100,16 @@ function Sink:watermark_sql(source_table, sink_table, phase, full_key, position)
     ", UTC_TIMESTAMP(6))"
 end
 
+-- Write a table's watermark inside the open transaction.
+function Sink:set_watermark(source_table, sink_table, phase, full_key, pos)
+  self:exec(self:watermark_sql(source_table, sink_table, phase, full_key, pos), "writing the watermark")
+end
+
+-- A table without a key cannot resume a partial copy: empty it first.
+function Sink:clear_table(t)
+  self:exec("DELETE FROM " .. schema.qname(t.dst_db, t.dst_table), "clearing " .. t.dst_db .. "." .. t.dst_table)
+end
+
 function Sink:delete_watermarks()
   self:ensure_watermark()
   self:exec("DELETE FROM " .. schema.qname(self.wm_db, "watermark") .. " WHERE pipeline = '" ..
@@ -198,6 +208,29 @@ function Sink:apply_batch(batch, t, mode)
     self:exec(sql, "writing to " .. t.dst_db .. "." .. t.dst_table)
   end
   return #stmts
+end
+
+-- Apply a batch of binlog changes (columns as the source wrote them) in the
+-- open transaction: key columns located by name, REPLACE/DELETE by key;
+-- tables without a key use the builder's all-columns strategy.
+function Sink:apply_changes(t, b)
+  local cols = b:columns()
+  local key = {}
+  for _, k in ipairs(t.key) do
+    for i, c in ipairs(cols) do
+      if c.name:lower() == k:lower() then key[#key + 1] = i break end
+    end
+  end
+  if #key ~= #t.key then
+    errors.raise(string.format("changes of %s do not carry key column(s) %s; check idCols", t.src_label,
+      table.concat(t.key, ",")))
+  end
+  local stmts, err = sqlbuild.build(b, { table = schema.qname(t.dst_db, t.dst_table), key = key,
+    mode = #key > 0 and "replace" or "insert", dialect = self.dialect, max_len = self.max_sql })
+  if not stmts then errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err)) end
+  for _, sql in ipairs(stmts) do
+    self:exec(sql, "writing to " .. t.dst_db .. "." .. t.dst_table)
+  end
 end
 
 function Sink:close()

@@ -1,0 +1,477 @@
+-- The binlog pipeline: a consistent full copy taken at a binlog position,
+-- then every row change from the binlog, applied in source commit order.
+--
+-- Exactly-once: each sink transaction ends on a source commit boundary and
+-- carries the watermark rows (one per table: the binlog position after the
+-- last applied source transaction); the local checkpoint store mirrors them.
+-- On restart the sink's watermark wins, and transactions that started before
+-- a table's watermark are skipped for that table, so nothing is applied twice.
+-- Several source transactions may share one sink transaction (fewer commits),
+-- and a sink transaction is committed as soon as the stream goes idle.
+local binlog = require("mocdc.binlog")
+local batchlib = require("mocdc.batch")
+local copy = require("mocdc.copy")
+local errors = require("mocdc.errors")
+local log = require("mocdc.log")
+local position = require("mocdc.position")
+local snapshot = require("mocdc.source.snapshot")
+local stream = require("mocdc.stream")
+local util = require("mocdc.util.lib")
+
+local M = {}
+
+local function truthy(v) return v == true or v == "true" or v == "1" or v == 1 or v == "yes" end
+
+local function row_of(c, sql)
+  local rows, err = c:query(sql)
+  if not rows then errors.raise(string.format("source %s: %s failed: %s", c.label, sql, err)) end
+  return rows
+end
+
+-- Refuse a source whose binlog cannot drive row-level CDC.
+function M.check_binlog_settings(c)
+  local r = row_of(c, "SELECT @@log_bin, @@binlog_format, @@binlog_row_image")[1]
+  local lbl = c.label
+  if tostring(r[1]) ~= "1" then
+    errors.raise(string.format("source %s has log_bin=OFF; the binlog source needs log_bin=ON and binlog_format=ROW " ..
+      "(add log_bin and binlog_format=ROW to my.cnf and restart), or use load.snapshot", lbl))
+  end
+  if tostring(r[2]):upper() ~= "ROW" then
+    errors.raise(string.format("source %s has binlog_format=%s; mocdc needs binlog_format=ROW " ..
+      "(SET GLOBAL binlog_format=ROW, or binlog_format=ROW in my.cnf)", lbl, tostring(r[2])))
+  end
+  if tostring(r[3]):upper() ~= "FULL" then
+    errors.raise(string.format("source %s has binlog_row_image=%s; mocdc needs binlog_row_image=FULL " ..
+      "(SET GLOBAL binlog_row_image=FULL)", lbl, tostring(r[3])))
+  end
+end
+
+function M.master_status(c)
+  local rows = c:query("SHOW MASTER STATUS")
+  if not rows or not rows[1] then
+    rows = c:query("SHOW BINARY LOG STATUS")
+  end
+  if not rows or not rows[1] then errors.raise("source " .. c.label .. ": SHOW MASTER STATUS returned nothing (is log_bin on?)") end
+  return { file = rows[1][1], pos = tonumber(rows[1][2]) }
+end
+
+function M.first_binlog(c)
+  local rows = row_of(c, "SHOW BINARY LOGS")
+  return { file = rows[1][1], pos = 4 }
+end
+
+-- MLSQL start options: bingLogNamePrefix + binlogIndex + binlogFileOffset.
+function M.explicit_start(o)
+  if o.binlogIndex == nil and o.binlogFile == nil then return nil end
+  local file = o.binlogFile
+  if not file then
+    local idx = tonumber(o.binlogIndex)
+    if not idx then errors.raise(string.format("binlogIndex '%s' is not a number", tostring(o.binlogIndex)), 2) end
+    file = string.format("%s.%06d", o.bingLogNamePrefix or "mysql-bin", idx)
+  end
+  local pos = tonumber(o.binlogFileOffset or 4)
+  if not pos then errors.raise(string.format("binlogFileOffset '%s' is not a number", tostring(o.binlogFileOffset)), 2) end
+  return { file = file, pos = pos }
+end
+
+-- "YYYY-MM-DD HH:MM:SS" (UTC) -> unix seconds
+function M.parse_ts(name, s)
+  if s == nil or s == "" then return nil end
+  if type(s) == "number" then return s end
+  local y, mo, d, h, mi, se = tostring(s):match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[ T](%d%d):(%d%d):(%d%d)")
+  if not y then
+    errors.raise(string.format("%s '%s' is not a timestamp (expected YYYY-MM-DD HH:MM:SS, UTC)", name, tostring(s)), 2)
+  end
+  local t = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(h),
+    min = tonumber(mi), sec = tonumber(se), isdst = false })
+  -- os.time is local time; correct to UTC
+  local utc_off = os.time(os.date("*t", 0)) - os.time(os.date("!*t", 0))
+  return t + utc_off
+end
+
+-- Names a DDL statement touches: list of {db, table, verb}.
+function M.ddl_targets(sql, default_db)
+  local s = sql:gsub("/%*.-%*/", " "):gsub("^%s+", "")
+  local up = s:upper()
+  local function name_at(str)
+    local a, b = str:match("^`([^`]+)`%s*%.%s*`([^`]+)`")
+    if a then return a, b end
+    a, b = str:match("^([%w_$]+)%s*%.%s*`([^`]+)`")
+    if a then return a, b end
+    a, b = str:match("^`([^`]+)`%s*%.%s*([%w_$]+)")
+    if a then return a, b end
+    a, b = str:match("^([%w_$]+)%.([%w_$]+)")
+    if a then return a, b end
+    a = str:match("^`([^`]+)`") or str:match("^([%w_$]+)")
+    return default_db, a
+  end
+  local out = {}
+  local verb, rest
+  for _, v in ipairs({ "ALTER TABLE", "CREATE TABLE", "DROP TABLE", "TRUNCATE TABLE", "TRUNCATE", "RENAME TABLE",
+    "CREATE OR REPLACE TABLE", "ALTER ONLINE TABLE", "ALTER IGNORE TABLE" }) do
+    if up:sub(1, #v) == v and up:sub(#v + 1, #v + 1):match("%s") then verb, rest = v, s:sub(#v + 2) break end
+  end
+  if not verb then return out, nil end
+  rest = rest:gsub("^%s+", ""):gsub("^[Ii][Ff]%s+[Nn][Oo][Tt]%s+[Ee][Xx][Ii][Ss][Tt][Ss]%s+", "")
+    :gsub("^[Ii][Ff]%s+[Ee][Xx][Ii][Ss][Tt][Ss]%s+", "")
+  local kind = verb:match("^(%u+)")
+  if verb == "CREATE OR REPLACE TABLE" then kind = "CREATE" end
+  if kind == "DROP" then
+    for part in (rest .. ","):gmatch("%s*([^,]+),") do
+      local db, t = name_at(part:gsub("^%s+", ""))
+      if t then out[#out + 1] = { db = db, table = t, verb = "DROP" } end
+    end
+  elseif kind == "RENAME" then
+    for a, b in rest:gmatch("([^,]-)%s+[Tt][Oo]%s+([^,]+)") do
+      local db, t = name_at(a:gsub("^%s+", ""))
+      local db2, t2 = name_at(b:gsub("^%s+", ""))
+      out[#out + 1] = { db = db, table = t, verb = "RENAME", to_db = db2, to_table = t2 }
+    end
+  else
+    local db, t = name_at(rest)
+    local after = rest:match("^`[^`]+`%s*%.%s*`[^`]+`(.*)$") or rest:match("^[%w_$`.]+(.*)$") or ""
+    out[#out + 1] = { db = db, table = t, verb = kind, rest = after }
+  end
+  return out, kind
+end
+
+local Runner = {}
+Runner.__index = Runner
+
+function M.run(job, ctx, run_opts)
+  local o = job.stream.source.opts
+  local r = setmetatable({ job = job, o = o, ctx = ctx, run_opts = run_opts or {} }, Runner)
+  return r:main()
+end
+
+function Runner:open_sink()
+  return require("mocdc.runner").open_sink(self.job, self.ctx.name)
+end
+
+function Runner:main()
+  local o, job = self.o, self.job
+  local src = snapshot.open(o)
+  self.src = src
+  local ok, res = pcall(function()
+    M.check_binlog_settings(src.c)
+    local sink = self:open_sink()
+    self.sink = sink
+    local store, dir = require("mocdc.runner").open_store(job, self.ctx.name)
+    self.store = store
+    self.merge_schema = truthy(job.opts.mergeSchema)
+    self.transform = stream.compile(job.stream.transforms)
+    self.start_ts = M.parse_ts("startTs", o.startTs)
+    self.end_ts = M.parse_ts("endTs", o.endTs)
+    if self.start_ts and self.end_ts and self.end_ts <= self.start_ts then
+      errors.raise(string.format("endTs %s must be later than startTs %s", o.endTs, o.startTs), 2)
+    end
+    local list = src:tables()
+    for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
+    sink:ensure_watermark()
+    self.tables, self.by_name = list, {}
+    for _, t in ipairs(list) do self.by_name[t.src_db .. "\0" .. t.src_table] = t end
+    self:initial_positions()
+    return self:stream_loop()
+  end)
+  if self.stream_h then self.stream_h:close() end
+  if self.sink then pcall(self.sink.rollback, self.sink) self.sink:close() end
+  if self.store then self.store:close() end
+  src:close()
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- Decide, per table, where the binlog stream starts for it; full-copy the
+-- tables that have not been copied yet (unless noFull / an explicit start).
+function Runner:initial_positions()
+  local o, src, sink = self.o, self.src, self.sink
+  local explicit = M.explicit_start(o)
+  local no_full = truthy(o.noFull) or explicit ~= nil or self.start_ts ~= nil
+  local need_full, fresh = {}, {}
+  for _, t in ipairs(self.tables) do
+    t.wm = sink:read_watermark(t.src_label)
+    if t.wm and t.wm.phase ~= "full" and t.wm.position then
+      t.pos = t.wm.position
+    elseif no_full then
+      fresh[#fresh + 1] = t
+    else
+      need_full[#need_full + 1] = t
+    end
+  end
+  if #fresh > 0 then
+    local p = explicit or (self.start_ts and M.first_binlog(src.c)) or M.master_status(src.c)
+    for _, t in ipairs(fresh) do
+      t.pos = position.copy(p)
+      sink:begin()
+      sink:set_watermark(t.src_label, t.dst_db .. "." .. t.dst_table, "cdc", nil, t.pos)
+      sink:commit()
+    end
+    log.info("no full copy: streaming %d table(s) from %s", #fresh, position.format(p))
+  end
+  if #need_full > 0 then
+    local p = src:begin_snapshot()
+    if not p then
+      errors.raise(string.format("source %s (%s) cannot report the binlog position of a consistent snapshot; " ..
+        "use noFull = true with binlogIndex/binlogFileOffset after loading the tables yourself", src.c.label, src.c.flavour))
+    end
+    local cctx = { src = src, sink = sink, store = self.store, transforms = self.job.stream.transforms,
+      chunk_rows = tonumber(o.chunkSize) or 100000, batch_rows = tonumber(o.batchSize) or 5000, final_phase = "cdc" }
+    for _, t in ipairs(need_full) do
+      -- a resumed copy keeps the position of the snapshot it started with
+      cctx.position = (t.wm and t.wm.position) or p
+      local n, el = copy.copy_table(cctx, t)
+      log.info("full copy %s -> %s.%s: %d rows in %.2f s (binlog from %s)", t.src_label, t.dst_db, t.dst_table,
+        n, el, position.format(cctx.position))
+      t.pos = position.copy(cctx.position)
+    end
+    src:end_snapshot()
+  end
+end
+
+function Runner:selected(db, tbl)
+  return self.by_name[db .. "\0" .. tbl] ~= nil
+end
+
+-- Apply one batch of changes of table t inside the open sink transaction.
+function Runner:apply(t, b)
+  local sink = self.sink
+  if not self.in_txn then
+    sink:begin()
+    self.in_txn, self.txn_started, self.txn_rows = true, util.mono(), 0
+  end
+  if self.transform then
+    b = self:transform_batch(t, b)
+    if b:count() == 0 then return end
+  end
+  self.mid_txn = true
+  sink:apply_changes(t, b, self.cur_ev)
+  self.txn_rows = self.txn_rows + b:count()
+  self.applied = (self.applied or 0) + b:count()
+end
+
+function Runner:transform_batch(t, b)
+  local out = batchlib.new(b:columns())
+  local fn = self.transform
+  for i = 1, b:count() do
+    local op, before, after = b:get_named(i)
+    local ok, nb, na = true, before, after
+    local okf, res = pcall(function()
+      if before then nb = fn(before) end
+      if after then na = fn(after) end
+    end)
+    if not okf then
+      local e = type(res) == "table" and res or { msg = tostring(res) }
+      errors.raise(string.format("transform %s at %s failed on %s %s: %s", e.transform or "?", e.where or "?",
+        t.src_label, op, e.msg))
+    end
+    if (before and nb == nil) or (after and na == nil) then ok = false end
+    if ok then out:add_named(op, nb, na) end
+  end
+  return out
+end
+
+-- Commit the open sink transaction together with the watermark at `pos`.
+function Runner:flush(pos)
+  if not self.in_txn then return end
+  assert(not self.mid_txn, "internal: flush inside a source transaction")
+  local sink = self.sink
+  for _, t in ipairs(self.tables) do
+    t.pos = position.max(t.pos, pos)
+    sink:set_watermark(t.src_label, t.dst_db .. "." .. t.dst_table, "cdc", nil, t.pos)
+  end
+  sink:commit()
+  self.in_txn = false
+  self.last_wm_time = util.mono()
+  self.store:set("position", require("cjson").encode(pos))
+  if self.ctx.on_checkpoint then self.ctx.on_checkpoint(self.tables, pos) end
+end
+
+-- Advance the watermark without data (idle source / unrelated traffic).
+function Runner:advance_idle(pos, force)
+  if self.in_txn or not pos then return end
+  local now = util.mono()
+  if not force and self.last_wm_time and now - self.last_wm_time < self.idle_interval then return end
+  local moved = false
+  for _, t in ipairs(self.tables) do
+    if position.compare(pos, t.pos) > 0 then moved = true end
+  end
+  if not moved and not force then self.last_wm_time = now return end
+  self.sink:begin()
+  self.in_txn = true
+  self:flush(pos)
+end
+
+function Runner:handle_ddl(ev, cur)
+  local targets = M.ddl_targets(ev.sql or "", ev.db)
+  local hit = {}
+  for _, x in ipairs(targets) do
+    if x.table and x.db and self:selected(x.db, x.table) then hit[#hit + 1] = x end
+  end
+  if #hit == 0 then return false end
+  if self.in_txn then self:flush(self.last_commit) end
+  local first = hit[1]
+  local where = string.format("%s:%d", cur.file, ev.pos or cur.pos)
+  if not self.merge_schema then
+    errors.raise(string.format("source DDL on %s.%s at %s (\"%s\"): schema changes stop the pipeline; " ..
+      "set mergeSchema = \"true\" in save.append options to apply them to the sink, or re-run with a full copy",
+      first.db, first.table, where, (ev.sql or ""):gsub("%s+", " "):sub(1, 200)))
+  end
+  local schema = require("mocdc.schema")
+  for _, x in ipairs(hit) do
+    local t = self.by_name[x.db .. "\0" .. x.table]
+    local dst = schema.qname(t.dst_db, t.dst_table)
+    local sql
+    if x.verb == "ALTER" then sql = "ALTER TABLE " .. dst .. x.rest
+    elseif x.verb == "TRUNCATE" then sql = "TRUNCATE TABLE " .. dst
+    elseif x.verb == "DROP" then sql = "DROP TABLE IF EXISTS " .. dst
+    elseif x.verb == "CREATE" then sql = "CREATE TABLE IF NOT EXISTS " .. dst .. x.rest
+    elseif x.verb == "RENAME" then
+      errors.raise(string.format("source DDL RENAME TABLE %s.%s at %s: renaming a synced table is not supported; " ..
+        "re-run the pipeline with the new name and a full copy", x.db, x.table, where))
+    end
+    if sql then
+      local n, err, code = self.sink.c:exec(sql)
+      -- already applied before a crash: duplicate column/key, unknown column/key, table exists
+      if not n and not ({ [1060] = 1, [1061] = 1, [1091] = 1, [1050] = 1, [1054] = 1 })[code] then
+        errors.raise(string.format("applying source DDL to sink table %s.%s failed: %s (statement: %s)",
+          t.dst_db, t.dst_table, err, sql))
+      end
+      log.info("applied source DDL to %s.%s: %s", t.dst_db, t.dst_table, sql)
+    end
+  end
+  return true
+end
+
+function Runner:stream_loop()
+  local o, src = self.o, self.src
+  local start
+  for _, t in ipairs(self.tables) do start = start and position.min(start, t.pos) or t.pos end
+  local target = self.run_opts.once and M.master_status(src.c) or nil
+  local function caught_up(pos)
+    return target and position.compare(pos, target) >= 0
+  end
+  if caught_up(start) then
+    log.info("sink is already at %s (source at %s): nothing to do", position.format(start), position.format(target))
+    return self:summary()
+  end
+  self.idle_interval = tonumber(o.heartbeatInterval) or 1
+  local max_txn_rows = tonumber(o.maxTxnRows) or 50000
+  local flush_interval = tonumber(self.job.opts.flushInterval) or 0.2
+  local server_id = tonumber(o.serverId) or (1000000 + (util.getpid() % 1000000))
+  local uri = require("mocdc.uri").parse(src.uri, { password = o.password })
+  local h, err, code = binlog.open({ host = uri.host, port = uri.port, user = uri.login or uri.user,
+    password = o.password or uri.password, server_id = server_id, file = start.file, pos = start.pos,
+    heartbeat = tonumber(o.heartbeat) or 1 })
+  if not h then
+    if code == 1236 then
+      errors.raise(string.format("binlog %s needed to resume is no longer on source %s (purged): %s; " ..
+        "re-run with a full copy (drop the sink watermark: mocdc task restart, or delete checkpointLocation and the " ..
+        "mocdc.watermark rows)", position.format(start), src.c.label, err))
+    end
+    errors.raise(string.format("cannot read the binlog of source %s: %s", src.c.label, err))
+  end
+  self.stream_h = h
+  log.info("streaming binlog from %s (server_id %d)", position.format(start), server_id)
+  local cur = position.copy(start)
+  local txn_start = position.copy(start)
+  local gtid
+  local stop_after_commit = false
+  while true do
+    local stop = util.stop_requested() or (self.ctx.should_stop and self.ctx.should_stop())
+    if stop then
+      -- safe point: only whole source transactions are ever committed
+      if self.in_txn and self.last_commit and not self.mid_txn then self:flush(self.last_commit) end
+      self.sink:rollback()
+      self.in_txn = false
+      log.info("stopped at %s", position.format(self.last_commit or cur))
+      break
+    end
+    local ev, eerr, ecode = h:next(5000)
+    if not ev then
+      if eerr then
+        if ecode == 1236 then
+          errors.raise(string.format("binlog stream from source %s failed: %s; the binlog needed was purged or " ..
+            "is missing — re-run with a full copy", src.c.label, eerr))
+        end
+        errors.raise(string.format("binlog stream from source %s failed: %s", src.c.label, eerr))
+      end
+      break
+    end
+    local et = ev.type
+    if et == "table" then
+      h:want(ev.db, ev.table, self:selected(ev.db, ev.table))
+    elseif et == "gtid" or et == "begin" then
+      txn_start = position.copy(cur)
+      if et == "gtid" then gtid = ev.gtid end
+      if ev.pos then cur.pos = ev.pos end
+      self.txn_skip = false
+    elseif et == "rows" then
+      local t = self.by_name[ev.db .. "\0" .. ev.table]
+      if self.start_ts and ev.ts and ev.ts < self.start_ts then
+        -- before startTs: not applied
+      elseif self.end_ts and ev.ts and ev.ts > self.end_ts then
+        stop_after_commit = true
+        self.txn_skip = true
+      elseif t and not self.txn_skip and position.compare(txn_start, t.pos) >= 0 then
+        self.cur_ev = ev
+        self:apply(t, ev.batch)
+      end
+      if ev.pos then cur.pos = ev.pos end
+    elseif et == "commit" then
+      cur = { file = ev.file or cur.file, pos = ev.pos or cur.pos, gtid = gtid, ts = ev.ts }
+      self.last_commit = position.copy(cur)
+      self.mid_txn = false
+      if stop_after_commit then
+        if self.in_txn then self:flush(self.last_commit) end
+        log.info("reached endTs %s at %s", tostring(o.endTs), position.format(cur))
+        break
+      end
+      if self.in_txn then
+        local idle = h.readable and not h:readable(0)
+        if self.txn_rows >= max_txn_rows or idle or util.mono() - self.txn_started >= flush_interval then
+          self:flush(self.last_commit)
+        end
+      else
+        self:advance_idle(self.last_commit)
+      end
+      if caught_up(cur) and not self.in_txn then break end
+    elseif et == "ddl" then
+      if ev.pos then cur.pos = ev.pos end
+      local txn_ok = true
+      for _, x in ipairs(M.ddl_targets(ev.sql or "", ev.db)) do
+        local tt = x.db and x.table and self.by_name[x.db .. "\0" .. x.table]
+        if tt and position.compare(txn_start, tt.pos) < 0 then txn_ok = false end
+      end
+      txn_start = position.copy(cur)
+      if txn_ok and self:handle_ddl(ev, cur) then
+        self.last_commit = position.copy(cur)
+        self:advance_idle(self.last_commit, true)
+      else
+        self.last_commit = position.copy(cur)
+      end
+      if caught_up(cur) and not self.in_txn then break end
+    elseif et == "rotate" then
+      cur = { file = ev.file, pos = ev.pos or 4 }
+      txn_start = position.copy(cur)
+    elseif et == "heartbeat" then
+      if self.in_txn and self.last_commit and not self.mid_txn then self:flush(self.last_commit) end
+      if ev.file then cur.file = ev.file end
+      if ev.pos and ev.pos > 0 and ev.file then cur.pos = math.max(cur.pos, ev.pos) end
+      self:advance_idle(self.last_commit)
+      if caught_up(cur) and not self.in_txn then break end
+    end
+  end
+  if self.in_txn and self.last_commit and not self.mid_txn then self:flush(self.last_commit) end
+  return self:summary()
+end
+
+function Runner:summary()
+  local out = {}
+  for _, t in ipairs(self.tables) do
+    out[#out + 1] = { src = t.src_label, dst = t.dst_db .. "." .. t.dst_table, rows = self.applied or 0,
+      seconds = 0, cdc = true, position = t.pos }
+  end
+  return out
+end
+
+return M
