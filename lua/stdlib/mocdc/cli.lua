@@ -10,6 +10,9 @@ mocdc - change data capture between MySQL-protocol databases (MatrixOne, MySQL, 
 
 Usage:
   mocdc run FILE.lua [--set name=value ...] [--once]   run a pipeline script
+  mocdc task create|show|pause|resume|restart|drop ... manage background sync tasks (mocdc task --help)
+  mocdc serve [--state-dir DIR | --state-uri URI]      run every task of a state store in the foreground
+  mocdc completion bash|zsh                            print a shell completion script
   mocdc version                                        print versions of mocdc and its libraries
   mocdc help | --help                                  this text
 
@@ -95,6 +98,41 @@ local function cmd_run(args)
   end)
 end
 
+function M.completion(shell)
+  local cmds = "run task serve version help completion"
+  local sub = "create show pause resume restart drop"
+  local flags = "--task-name --source-uri --sink-uri --sink-type --level --account --databases --tables " ..
+    "--no-full --start-ts --end-ts --send-sql-timeout --max-sql-length --exclude --error-handle-option --all " ..
+    "--state-dir --state-uri --source-password-file --sink-password-file"
+  if shell == "bash" then
+    print(string.format([[
+_mocdc() {
+  local cur=${COMP_WORDS[COMP_CWORD]}
+  if [ "$COMP_CWORD" -eq 1 ]; then COMPREPLY=($(compgen -W "%s" -- "$cur")); return; fi
+  case "${COMP_WORDS[1]}" in
+    task) if [ "$COMP_CWORD" -eq 2 ]; then COMPREPLY=($(compgen -W "%s" -- "$cur"));
+          else COMPREPLY=($(compgen -W "%s" -- "$cur")); fi ;;
+    run) COMPREPLY=($(compgen -f -X '!*.lua' -- "$cur") $(compgen -W "--set --once --quiet --verbose" -- "$cur")) ;;
+  esac
+}
+complete -o default -F _mocdc mocdc]], cmds, sub, flags))
+  elseif shell == "zsh" then
+    print(string.format([[
+#compdef mocdc
+_mocdc() {
+  if (( CURRENT == 2 )); then compadd %s; return; fi
+  case $words[2] in
+    task) if (( CURRENT == 3 )); then compadd %s; else compadd -- %s; fi ;;
+    run) _files -g '*.lua' ;;
+  esac
+}
+compdef _mocdc mocdc]], cmds, sub, flags))
+  else
+    errors.raise("completion needs bash or zsh", 2)
+  end
+  return 0
+end
+
 function M.main(args)
   local cmd = args[1]
   local rest = {}
@@ -112,6 +150,18 @@ function M.main(args)
     return cmd_version()
   elseif cmd == "run" then
     return cmd_run(rest)
+  elseif cmd == "task" then
+    return protected(require("mocdc.task").main, rest)
+  elseif cmd == "task-worker" then
+    return protected(function()
+      local id = rest[1]
+      local f = require("mocdc.task").parse_flags({ select(2, unpack(rest)) })
+      return require("mocdc.task").worker(id, f)
+    end)
+  elseif cmd == "serve" then
+    return protected(function() return require("mocdc.task").serve(require("mocdc.task").parse_flags(rest)) end)
+  elseif cmd == "completion" then
+    return protected(function() return M.completion(rest[1]) end)
   end
   return fail(string.format("unknown command '%s' (see mocdc --help)", cmd), 2)
 end

@@ -45,7 +45,7 @@ end
 
 function M.open_store(job, name)
   local dir = job.opts.checkpointLocation or (home() .. "/pipelines/" .. name)
-  local store, err = checkpoint.open(dir)
+  local store, err = checkpoint.open_location(dir)
   if not store then errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2) end
   return store, dir
 end
