@@ -92,7 +92,11 @@ end
 -- SELECT of a table in key order, starting after `after_key` (array of values).
 function Src:select_sql(t, after_key)
   local cols = {}
-  for i, col in ipairs(t.columns) do cols[i] = schema.qi(col.name) end
+  for i, col in ipairs(t.columns) do
+    -- FLOAT's text form keeps 6 digits; its DOUBLE rendering round-trips exactly
+    if col.data_type == "float" then cols[i] = "CAST(" .. schema.qi(col.name) .. " AS DOUBLE) AS " .. schema.qi(col.name)
+    else cols[i] = schema.qi(col.name) end
+  end
   local sql = "SELECT " .. table.concat(cols, ", ") .. " FROM " .. schema.qname(t.src_db, t.src_table)
   if #t.key_idx > 0 then
     if after_key then
