@@ -31,7 +31,7 @@ mdb_start() {
     i=$((i + 1)); [ $i -gt 300 ] && { tail -20 "$dir/error.log"; return 1; }; sleep 0.1
   done
   mariadb --no-defaults --socket="$dir/mysqld.sock" -uroot -e \
-    "ALTER USER 'root'@'localhost' IDENTIFIED BY '$MDB_PW'; CREATE USER 'root'@'127.0.0.1' IDENTIFIED BY '$MDB_PW'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+    "ALTER USER 'root'@'localhost' IDENTIFIED BY '$MDB_PW'; CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '$MDB_PW'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
   echo "$port" >"$dir/port"
 }
 mdb() {
