@@ -22,13 +22,14 @@ CREATE TABLE source_db.orders (
 )]]
 
 mdb.describe("full copy (issue 2)", function()
-  local src, sink, home
+  local src, sink, home, scripts
   setup(function()
     src = mdb.start({ name = "fc-source", binlog = true })
     sink = mdb.start({ name = "fc-sink" })
     home = cli.tmpdir()
+    scripts = cli.tmpdir()
   end)
-  teardown(function() os.execute("rm -rf " .. home) end)
+  teardown(function() os.execute("rm -rf " .. home .. " " .. scripts) end)
 
   local function reset()
     src:sql("DROP DATABASE IF EXISTS source_db; CREATE DATABASE source_db; " .. ORDERS_DDL .. ";" ..
@@ -134,7 +135,7 @@ mdb.describe("full copy (issue 2)", function()
   it("resumes after kill -9 without losing or doubling rows", function()
     src:sql([[DROP DATABASE IF EXISTS big; CREATE DATABASE big;
       CREATE TABLE big.t (id INT PRIMARY KEY, v VARCHAR(100), n BIGINT);
-      INSERT INTO big.t SELECT seq, CONCAT('row-', seq, REPEAT('x', seq % 50)), seq * 7 FROM seq_1_to_200000;]])
+      USE big; INSERT INTO big.t SELECT seq, CONCAT('row-', seq, REPEAT('x', seq % 50)), seq * 7 FROM seq_1_to_200000;]])
     sink:sql("DROP DATABASE IF EXISTS big; DROP DATABASE IF EXISTS mocdc")
     local args = { "run", "pipelines/full_copy.lua", "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri,
       "--set", "tables=big.t", "--set", "chunk_size=2000", "--set", "checkpoint=" .. home .. "/big" }
@@ -182,7 +183,7 @@ mdb.describe("full copy (issue 2)", function()
 
     it("malformed URI", function()
       expect_fail(base({ "--set", "source_uri=mysql://root:" .. mdb.PASSWORD .. "@127.0.0.1:abc" }),
-        "^mocdc: error: invalid URI 'mysql://root:%*%*%*%*%*%*@127.0.0.1:abc': port 'abc' is not a number")
+        "^mocdc: error: invalid source URI 'mysql://root:%*%*%*%*%*%*@127.0.0.1:abc': port 'abc' is not a number")
     end)
     it("wrong password", function()
       expect_fail(base({ "--set", "sink_uri=mysql://root:wrong@127.0.0.1:" .. sink.port }),
@@ -197,7 +198,7 @@ mdb.describe("full copy (issue 2)", function()
         "^mocdc: error: source table source_db.nope does not exist on root@127.0.0.1:" .. src.port)
     end)
     it("invalid regex", function()
-      local p = home .. "/regex.lua"
+      local p = scripts .. "/regex.lua"
       local f = io.open(p, "w")
       f:write("save.append(load.snapshot { uri = var 'source_uri', databaseNamePattern = 'source_(db', " ..
         "tableNamePattern = 'orders' }, var 'sink_uri', { target = 'analytics_db.{table}_backup' })\n")
@@ -206,14 +207,14 @@ mdb.describe("full copy (issue 2)", function()
         "^mocdc: error: databaseNamePattern: invalid regex 'source_%(db': missing closing parenthesis")
     end)
     it("Lua syntax error", function()
-      local p = home .. "/syntax.lua"
+      local p = scripts .. "/syntax.lua"
       local f = io.open(p, "w")
       f:write("local s = load.snapshot {\n  uri = var 'source_uri'\n  tables = 'x'\n}\n")
       f:close()
       expect_fail({ "run", p }, "^mocdc: error: .*syntax%.lua:3: '}' expected %(to close '{' at line 1%) near 'tables'")
     end)
     it("error raised inside a transform", function()
-      local p = home .. "/boom.lua"
+      local p = scripts .. "/boom.lua"
       local f = io.open(p, "w")
       f:write("local s = load.snapshot { uri = var 'source_uri', tables = 'source_db.orders:analytics_db.orders_backup' }\n" ..
         "save.append(s:map(function(r)\n  if r.order_id == '3' then error('bad order ' .. r.order_id) end\n  return r\nend), " ..
