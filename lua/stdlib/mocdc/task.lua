@@ -76,7 +76,8 @@ local function with_password(uri_s, pw)
   local uri = require("mocdc.uri")
   local u, err = uri.parse(uri_s)
   if not u then errors.raise(err, 2) end
-  return uri.format(u, pw)
+  u.password = pw
+  return uri.format(u, { password = true })
 end
 
 local function source_password(f)
