@@ -1,0 +1,227 @@
+-- Issue 3: the binlog source end to end (real MariaDB servers, the mocdc binary).
+local mdb = require("spec.helpers.mariadb")
+local cli = require("spec.support.cli")
+local cjson = require("cjson")
+local util = require("mocdc.util.lib")
+
+local ORDERS_DDL = [[
+CREATE TABLE source_db.orders (
+    order_id INT PRIMARY KEY,
+    customer_id INT,
+    order_date DATETIME,
+    amount DECIMAL(10, 2),
+    status VARCHAR(20)
+)]]
+
+mdb.describe("binlog pipeline (issue 3)", function()
+  local src, sink, home
+  setup(function()
+    src = mdb.start({ name = "bl-source", binlog = true })
+    sink = mdb.start({ name = "bl-sink" })
+    home = cli.tmpdir()
+  end)
+  teardown(function() os.execute("rm -rf " .. home) end)
+
+  local function fresh(name)
+    src:sql("DROP DATABASE IF EXISTS source_db; CREATE DATABASE source_db; " .. ORDERS_DDL .. ";" ..
+      [[INSERT INTO source_db.orders (order_id, customer_id, order_date, amount, status) VALUES
+       (1, 101, '2024-01-15 14:30:00', 99.99, 'Shipped'),
+       (2, 102, '2024-02-10 10:00:00', 149.50, 'Delivered'),
+       (3, 103, '2024-03-05 16:45:00', 75.00, 'Processing'),
+       (4, 104, '2024-04-20 09:15:00', 200.00, 'Shipped'),
+       (5, 105, '2024-05-12 14:00:00', 49.99, 'Delivered');]])
+    sink:sql("DROP DATABASE IF EXISTS analytics_db; DROP DATABASE IF EXISTS mocdc")
+    return home .. "/" .. name
+  end
+
+  local function run(cp, extra)
+    local args = { "run", "pipelines/binlog_to_mysql.lua", "--set", "source_uri=" .. src.uri,
+      "--set", "sink_uri=" .. sink.uri, "--set", "checkpoint=" .. cp, "--once" }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    return cli.run(args, { env = { MOCDC_HOME = home } })
+  end
+
+  local function same_table(sdb, ddb, t, cols)
+    cols = cols or "*"
+    local a = src:rows("SELECT " .. cols .. " FROM " .. sdb .. "." .. t .. " ORDER BY 1")
+    local b = sink:rows("SELECT " .. cols .. " FROM " .. ddb .. "." .. t .. " ORDER BY 1")
+    assert.same(a, b)
+    return a
+  end
+
+  it("runs seed 000's scenario: full copy, then insert/delete/update from the binlog, resuming", function()
+    local cp = fresh("seed000")
+    local rc, out, err = run(cp)
+    assert.equals(0, rc, err)
+    assert.equals("5", sink:rows("SELECT COUNT(*) FROM analytics_db.orders_backup")[1][1])
+    src:sql([[INSERT INTO source_db.orders (order_id, customer_id, order_date, amount, status) VALUES
+      (6, 106, '2024-10-29 12:00:00', 150.00, 'New');
+      DELETE FROM source_db.orders WHERE order_id = 6;
+      UPDATE source_db.orders SET status = 'Delivered' WHERE order_id = 4;]])
+    rc, out, err = run(cp)
+    assert.equals(0, rc, err)
+    assert.same({
+      { "1", "101", "2024-01-15 14:30:00", "99.99", "Shipped" },
+      { "2", "102", "2024-02-10 10:00:00", "149.50", "Delivered" },
+      { "3", "103", "2024-03-05 16:45:00", "75.00", "Processing" },
+      { "4", "104", "2024-04-20 09:15:00", "200.00", "Delivered" },
+      { "5", "105", "2024-05-12 14:00:00", "49.99", "Delivered" },
+    }, (sink:rows("SELECT * FROM analytics_db.orders_backup ORDER BY order_id")))
+    -- the watermark is in the sink, in the same transaction as the data
+    local wm = sink:rows("SELECT phase, position FROM mocdc.watermark WHERE source_table = 'source_db.orders'")
+    assert.equals("cdc", wm[1][1])
+    assert.matches('"file":"mysql%-bin%.%d+"', wm[1][2])
+  end)
+
+  it("carries every type through insert, update (to and from NULL) and delete", function()
+    local cp = fresh("types")
+    src:sql([[DROP DATABASE IF EXISTS types_db; CREATE DATABASE types_db;
+      CREATE TABLE types_db.all_types (
+        id INT PRIMARY KEY,
+        ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED, mi MEDIUMINT, miu MEDIUMINT UNSIGNED,
+        i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
+        d DECIMAL(65,30), f FLOAT, db DOUBLE, b1 BIT(1), b64 BIT(64),
+        dt DATE, tm TIME(6), dtm DATETIME(6), ts TIMESTAMP(6) NULL, y YEAR,
+        c CHAR(10), vc VARCHAR(100), bn BINARY(4), vb VARBINARY(20), bl BLOB, tx TEXT,
+        e ENUM('a','b','c'), st SET('x','y','z'), j JSON
+      ) DEFAULT CHARSET=utf8mb4;
+      INSERT INTO types_db.all_types (id) VALUES (100);]])
+    sink:sql("DROP DATABASE IF EXISTS types_db")
+    local args = { "--set", "tables=types_db.all_types" }
+    local rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    src:sql([[SET time_zone = '+00:00';
+      INSERT INTO types_db.all_types VALUES
+       (1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
+        -9223372036854775808, 18446744073709551615,
+        -12345678901234567890123456789012345.123456789012345678901234567890, 3.14159, -2.718281828459045,
+        b'1', b'1111111111111111111111111111111111111111111111111111111111111111',
+        '2024-02-29', '-838:59:59.000000', '2024-01-15 14:30:00.123456', '2038-01-19 03:14:07.999999', 2024,
+        'chär', 'emoji 😀 tab	nl
+ bs\\ q''', x'00010200', x'00ff00', x'000102030405', 'text', 'b', 'x,z', '{"k": [1, "v"]}'),
+       (2, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0,
+        0.000000000000000000000000000001, -0.1, 1e308, b'0', b'0',
+        '1000-01-01', '-00:00:01.500000', '1000-01-01 00:00:00.000000', '1970-01-01 00:00:01.000000', 0,
+        '', '', x'00000000', x'', x'', '', 'a', '', '[]'),
+       (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+      UPDATE types_db.all_types SET ti = NULL, vc = NULL, j = NULL, b64 = NULL WHERE id = 2;
+      UPDATE types_db.all_types SET ti = 5, vc = 'now set', j = '{"a":1}', b64 = b'101', ts = '2001-02-03 04:05:06.7' WHERE id = 3;
+      DELETE FROM types_db.all_types WHERE id = 100;]])
+    rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    local cols = "id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, d, HEX(CAST(f AS DOUBLE)), db, HEX(b1), HEX(b64), dt, tm, dtm, " ..
+      "ts, y, HEX(c), HEX(vc), HEX(bn), HEX(vb), HEX(bl), tx, e, st, j"
+    local rows = same_table("types_db", "types_db", "all_types", cols)
+    assert.equals(3, #rows)
+    src:sql("DELETE FROM types_db.all_types WHERE id = 1")
+    rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    assert.equals(2, #same_table("types_db", "types_db", "all_types", cols))
+  end)
+
+  it("stops on DDL without mergeSchema with one line naming the DDL and the option, applies it with mergeSchema", function()
+    local cp = fresh("ddl")
+    local rc, _, err = run(cp)
+    assert.equals(0, rc, err)
+    src:sql("ALTER TABLE source_db.orders ADD COLUMN note VARCHAR(30); INSERT INTO source_db.orders VALUES (7, 107, NULL, 1.00, 'New', 'hello')")
+    rc, _, err = run(cp)
+    assert.is_not.equals(0, rc)
+    assert.is_true(cli.one_line(err), err)
+    assert.matches("source DDL on source_db.orders at mysql%-bin%.%d+:%d+ %(\"ALTER TABLE source_db.orders ADD COLUMN note VARCHAR%(30%)\"%).*mergeSchema", err)
+    assert.equals("5", sink:rows("SELECT COUNT(*) FROM analytics_db.orders_backup")[1][1])
+    rc, _, err = run(cp, { "--set", "merge_schema=true" })
+    assert.equals(0, rc, err)
+    assert.same({ { "7", "New", "hello" } }, (sink:rows("SELECT order_id, status, note FROM analytics_db.orders_backup WHERE order_id = 7")))
+  end)
+
+  it("handles a table without a primary key without duplicating rows", function()
+    local cp = fresh("nopk")
+    src:sql([[DROP DATABASE IF EXISTS nopk; CREATE DATABASE nopk; CREATE TABLE nopk.events (a INT, b VARCHAR(10));
+      INSERT INTO nopk.events VALUES (1, 'x'), (1, 'x'), (2, 'y');]])
+    sink:sql("DROP DATABASE IF EXISTS nopk")
+    local args = { "--set", "tables=nopk.events" }
+    local rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    src:sql("DELETE FROM nopk.events WHERE a = 1 LIMIT 1; UPDATE nopk.events SET b = 'z' WHERE a = 2; INSERT INTO nopk.events VALUES (3, NULL), (3, NULL)")
+    rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    local q = "SELECT a, b, COUNT(*) FROM nopk.events GROUP BY a, b ORDER BY a"
+    assert.same(src:rows(q), sink:rows(q))
+    assert.equals(4, tonumber(sink:rows("SELECT COUNT(*) FROM nopk.events")[1][1]))
+  end)
+
+  it("writes seed 004's JSONL change records with the file sink", function()
+    fresh("files")
+    src:sql([[DROP DATABASE IF EXISTS mlsql_console; CREATE DATABASE mlsql_console;
+      CREATE TABLE mlsql_console.script_file (id INT PRIMARY KEY, name VARCHAR(50), content TEXT);
+      INSERT INTO mlsql_console.script_file VALUES (1, 'a.mlsql', 'select 1');]])
+    local path = home .. "/binlog1"
+    local args = { "run", "pipelines/binlog_to_files.lua", "--set", "host=127.0.0.1", "--set", "port=" .. src.port,
+      "--set", "userName=root", "--set", "password=" .. mdb.PASSWORD, "--set", "path=" .. path .. "/{db}/{table}",
+      "--set", "checkpointLocation=" .. home .. "/cpl-binlog", "--set", "duration=1", "--once" }
+    local rc, _, err = cli.run(args, { env = { MOCDC_HOME = home } })
+    assert.equals(0, rc, err)
+    src:sql([[INSERT INTO mlsql_console.script_file VALUES (2, 'b.mlsql', 'select 2');
+      UPDATE mlsql_console.script_file SET content = 'select 11' WHERE id = 1;
+      DELETE FROM mlsql_console.script_file WHERE id = 2;]])
+    rc, _, err = cli.run(args, { env = { MOCDC_HOME = home } })
+    assert.equals(0, rc, err)
+    local f = assert(io.open(path .. "/mlsql_console/script_file/changes.jsonl"))
+    local recs = {}
+    for line in f:lines() do recs[#recs + 1] = cjson.decode(line) end
+    f:close()
+    assert.equals(4, #recs)
+    assert.equals("insert", recs[1].op)
+    assert.is_true(recs[1].snapshot)
+    assert.same({ id = "2" }, recs[2].key)
+    assert.equals("update", recs[3].op)
+    assert.equals("select 1", recs[3].before.content)
+    assert.equals("select 11", recs[3].after.content)
+    assert.equals("delete", recs[4].op)
+    assert.equals(cjson.null, recs[4].after)
+    assert.matches("^mysql%-bin%.%d+$", recs[4].pos.file)
+  end)
+
+  it("advances the checkpoint on an idle source (heartbeats and unrelated traffic)", function()
+    local cp = fresh("idle")
+    src:sql("CREATE DATABASE IF NOT EXISTS other; CREATE TABLE IF NOT EXISTS other.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")
+    local logf = home .. "/idle.log"
+    local pid = cli.spawn({ "run", "pipelines/binlog_to_mysql.lua", "--set", "source_uri=" .. src.uri,
+      "--set", "sink_uri=" .. sink.uri, "--set", "checkpoint=" .. cp }, logf, { env = { MOCDC_HOME = home } })
+    local function wm()
+      local ok, r = pcall(sink.rows, sink, "SELECT position FROM mocdc.watermark WHERE source_table = 'source_db.orders' AND phase = 'cdc'")
+      return ok and r[1] and cjson.decode(r[1][1]) or nil
+    end
+    local deadline = util.mono() + 20
+    while not wm() and util.mono() < deadline do util.sleep(0.1) end
+    local before = assert(wm(), "no watermark after the full copy")
+    for i = 1, 5 do src:sql("INSERT INTO other.t (v) VALUES (" .. i .. ")") end
+    local moved
+    deadline = util.mono() + 10
+    while util.mono() < deadline do
+      local now = wm()
+      if now.file ~= before.file or now.pos > before.pos then moved = now break end
+      util.sleep(0.2)
+    end
+    util.kill(pid, 15)
+    cli.wait(pid, 10)
+    assert.is_not_nil(moved, "watermark did not advance on an idle source")
+  end)
+
+  it("reports a purged binlog with what to do", function()
+    local cp = fresh("purge")
+    local rc, _, err = run(cp)
+    assert.equals(0, rc, err)
+    -- the pipeline is stopped; meanwhile the source rotates and purges its binlogs
+    src:sql("INSERT INTO source_db.orders VALUES (8, 108, NULL, 2.00, 'New')")
+    src:sql("FLUSH BINARY LOGS")
+    local cur = src:rows("SHOW MASTER STATUS")[1][1]
+    src:sql("PURGE BINARY LOGS TO '" .. cur .. "'")
+    rc, _, err = run(cp)
+    assert.is_not.equals(0, rc)
+    assert.is_true(cli.one_line(err), err)
+    assert.matches("purged", err)
+    assert.matches("full copy", err)
+  end)
+end)
