@@ -184,6 +184,22 @@ static int l_spawn(lua_State *L) {
   return 1;
 }
 
+/* truncate(path, size): cut a file back to a committed length. */
+static int l_truncate(lua_State *L) {
+  const char *p = luaL_checkstring(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  if (truncate(p, (off_t)n) != 0) return mocdc_push_fail(L, strerror(errno), errno, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_file_size(lua_State *L) {
+  struct stat st;
+  if (stat(luaL_checkstring(L, 1), &st) != 0) return mocdc_push_fail(L, strerror(errno), errno, NULL);
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  return 1;
+}
+
 static int l_exe_path(lua_State *L) {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -208,6 +224,7 @@ int luaopen_mocdc_util_lib(lua_State *L) {
       {"fsync", l_fsync},       {"fsync_dir", l_fsync_dir},
       {"mkdir_p", l_mkdir_p},   {"exists", l_exists},
       {"kill", l_kill},         {"spawn", l_spawn},
+      {"truncate", l_truncate}, {"file_size", l_file_size},
       {"exe_path", l_exe_path}, {"peak_rss_kb", l_peak_rss_kb},
       {NULL, NULL}};
   lua_newtable(L);

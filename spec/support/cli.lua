@@ -73,10 +73,15 @@ function M.tmpdir()
   return d
 end
 
--- stderr must be exactly one line
+-- stderr holds exactly one error line (the last line); timestamped INFO log
+-- lines before it are allowed, nothing after it
 function M.one_line(s)
-  local n = select(2, s:gsub("\n", ""))
-  return n == 1 and s:sub(-1) == "\n"
+  local errs = 0
+  for line in s:gmatch("[^\n]+") do
+    if line:match("^mocdc: error: ") then errs = errs + 1
+    elseif not line:match("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z INFO ") then return false end
+  end
+  return errs == 1 and s:match("mocdc: error: [^\n]*\n$") ~= nil
 end
 
 return M

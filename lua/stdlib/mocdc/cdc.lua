@@ -166,8 +166,11 @@ function Runner:main()
       errors.raise(string.format("endTs %s must be later than startTs %s", o.endTs, o.startTs), 2)
     end
     local list = src:tables()
-    for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
     sink:ensure_watermark()
+    for _, t in ipairs(list) do
+      t.wm = sink:read_watermark(t.src_label)
+      copy.prepare(t, sink, job.stream.transforms, t.wm ~= nil and t.wm.phase == "cdc")
+    end
     self.tables, self.by_name = list, {}
     for _, t in ipairs(list) do self.by_name[t.src_db .. "\0" .. t.src_table] = t end
     self:initial_positions()
@@ -189,7 +192,6 @@ function Runner:initial_positions()
   local no_full = truthy(o.noFull) or explicit ~= nil or self.start_ts ~= nil
   local need_full, fresh = {}, {}
   for _, t in ipairs(self.tables) do
-    t.wm = sink:read_watermark(t.src_label)
     if t.wm and t.wm.phase ~= "full" and t.wm.position then
       t.pos = t.wm.position
     elseif no_full then
@@ -400,6 +402,26 @@ function Runner:stream_loop()
     local et = ev.type
     if et == "table" then
       h:want(ev.db, ev.table, self:selected(ev.db, ev.table))
+    elseif et == "need_schema" then
+      -- the source does not log column names (binlog_row_metadata is not FULL):
+      -- use the table's current definition (exact unless its DDL changed since)
+      local cols, serr = binlog.schema_columns(src.c, ev.db, ev.table)
+      if not cols then
+        errors.raise(string.format("cannot read the columns of %s.%s on source %s: %s (set binlog_row_metadata=FULL " ..
+          "on the source to make the binlog self-describing)", ev.db, ev.table, src.c.label, tostring(serr)))
+      end
+      h:set_schema(ev.db, ev.table, cols)
+    elseif et == "statement" then
+      local tt = ev.db and self.by_name and true
+      errors.raise(string.format("source %s logged a DML statement in STATEMENT format at %s:%s (\"%s\"); its rows cannot " ..
+        "be replicated: keep binlog_format=ROW for every session (SET GLOBAL binlog_format=ROW), then re-run with a full copy",
+        src.c.label, cur.file, tostring(ev.pos), (ev.sql or ""):sub(1, 120)))
+    elseif et == "rollback" then
+      if self.mid_txn then
+        errors.raise(string.format("source %s logged a ROLLBACK after row changes at %s:%s (non-transactional tables?); " ..
+          "restart the pipeline to replay from the last checkpoint", src.c.label, cur.file, tostring(ev.pos)))
+      end
+      if ev.pos then cur.pos = ev.pos end
     elseif et == "gtid" or et == "begin" then
       txn_start = position.copy(cur)
       if et == "gtid" then gtid = ev.gtid end

@@ -25,7 +25,7 @@ local function key_text(t, row)
 end
 
 -- Decide the columns written to the sink and check the sink table.
-function M.prepare(t, sink, transforms)
+function M.prepare(t, sink, transforms, skip_compare)
   local out_cols = stream.output_columns(transforms, t.columns)
   local renamed = #out_cols ~= #t.columns
   for i, c in ipairs(out_cols) do if c.name ~= t.columns[i].name then renamed = true end end
@@ -54,7 +54,7 @@ function M.prepare(t, sink, transforms)
     create_sql = "CREATE TABLE `x` (\n" .. table.concat(defs, ",\n") .. "\n)"
   end
   sink:prepare_table({ src_label = t.src_label, dst_db = t.dst_db, dst_table = t.dst_table,
-    columns = out_cols, create_sql = create_sql }, #transforms > 0)
+    columns = out_cols, create_sql = create_sql }, #transforms > 0, skip_compare)
   t.dst_key_idx = {}
   for j, ki in ipairs(t.key_idx) do
     local name = (t.dst_key and t.dst_key[j]) or t.columns[ki].name

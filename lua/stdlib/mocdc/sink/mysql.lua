@@ -128,14 +128,14 @@ end
 
 function Sink:rollback()
   if self.in_txn then
-    self.c:exec("ROLLBACK")
+    pcall(self.c.exec, self.c, "ROLLBACK")
     self.in_txn = false
   end
 end
 
 -- Make sure the sink table exists with compatible columns.
 -- t: {src_label, dst_db, dst_table, columns (what we write), create_sql (source DDL)}
-function Sink:prepare_table(t, names_only)
+function Sink:prepare_table(t, names_only, skip_compare)
   local label = t.dst_db .. "." .. t.dst_table
   if not schema.database_exists(self.c, t.dst_db) then
     self:exec("CREATE DATABASE IF NOT EXISTS " .. schema.qi(t.dst_db), "creating database " .. t.dst_db)
@@ -149,7 +149,8 @@ function Sink:prepare_table(t, names_only)
     log.info("created sink table %s from %s", label, t.src_label)
   end
   local dst_cols = schema.columns(self.c, t.dst_db, t.dst_table)
-  local diff = schema.compare(t.src_label, t.columns, label, dst_cols, names_only)
+  -- a table already streaming is compared by its DDL events, not by today's source schema
+  local diff = not skip_compare and schema.compare(t.src_label, t.columns, label, dst_cols, names_only)
   if diff then
     errors.raise(string.format("schema mismatch: %s; make the sink table match the source, or drop it and mocdc will create it", diff))
   end
@@ -187,13 +188,16 @@ end
 -- Stream up to max_rows rows from a source cursor into the table, in the open transaction.
 function Sink:load_chunk(cursor, t, max_rows)
   t.load_sql = t.load_sql or self:load_sql(t)
-  local rows, bytes, last_key, code = self.c:load_from(cursor, t.load_sql,
+  local rows, bytes, last_key, warnings = self.c:load_from(cursor, t.load_sql,
     { max_rows = max_rows, key_cols = t.key_idx })
   if not rows then
+    self.in_txn = false -- a failed load closes the sink connection (the server rolls back)
     errors.raise(string.format("copying %s to %s.%s failed: %s", t.src_label, t.dst_db, t.dst_table,
       tostring(bytes)), last_key)
   end
-  if rows > 0 then self:check_warnings("loading " .. t.dst_db .. "." .. t.dst_table) end
+  if rows > 0 and (warnings == nil or warnings > 0) then
+    self:check_warnings("loading " .. t.dst_db .. "." .. t.dst_table)
+  end
   return rows, bytes, last_key
 end
 
