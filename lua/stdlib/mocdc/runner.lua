@@ -40,7 +40,9 @@ function M.open_sink(job, name)
   local dialect = o.sinkType or o.dialect or (kind == "matrixone" and "matrixone" or nil)
   return require("mocdc.sink.mysql").open(job.target, { pipeline = name, dialect = dialect,
     maxSqlLength = o.maxSqlLength, password = o.password, sendSqlTimeout = o.sendSqlTimeout,
-    loadData = o.loadData })
+    loadData = o.loadData, errorHandleOption = o.errorHandleOption,
+    deadLetter = o.deadLetter or ((o.checkpointLocation or (home() .. "/pipelines/" .. name)) .. "/dead_letter.jsonl"),
+    onDeadLetter = o.onDeadLetter })
 end
 
 function M.open_store(job, name)

@@ -450,7 +450,7 @@ local RETRYABLE = { [1205] = true, [1213] = true, [2006] = true, [2013] = true, 
 
 function M.retryable(e)
   if type(e) == "table" and RETRYABLE[e.code] then return true end
-  local m = errors.message(e)
+  local m = (type(e) == "table" and type(e.msg) == "string") and e.msg or errors.message(e)
   for _, pat in ipairs({ "Lost connection", "server has gone away", "Can't connect", "Connection refused",
     "Server shutdown in progress", "Connection was killed", "Deadlock found", "Lock wait timeout",
     "cannot connect to", "Connection reset" }) do
@@ -498,6 +498,7 @@ function M.worker(id, f)
   local rc = 0
   while true do
     local job = M.job_of(cfg)
+    job.opts.onDeadLetter = ctx.on_dead_letter
     local ok, e = pcall(function()
       -- binlog when the source has a row binlog, else a one-shot snapshot copy
       local conn = require("mocdc.conn")

@@ -40,6 +40,13 @@ function M.open(uri, opts)
     limit = n
   end
   self.max_sql = limit
+  local eh = opts.errorHandleOption or "stop"
+  if eh ~= "stop" and eh ~= "ignore" then
+    errors.raise(string.format("errorHandleOption '%s' must be stop or ignore", tostring(eh)), 2)
+  end
+  self.ignore = eh == "ignore"
+  self.dead_letter = opts.deadLetter
+  self.on_dead_letter = opts.onDeadLetter
   self.use_load_data = self.dialect == "mysql" and opts.loadData ~= false and
     tostring(c:variable("local_infile") or "ON"):upper() ~= "OFF"
   return self
@@ -229,11 +236,75 @@ function Sink:apply_changes(t, b)
     errors.raise(string.format("changes of %s do not carry key column(s) %s; check idCols", t.src_label,
       table.concat(t.key, ",")))
   end
-  local stmts, err = sqlbuild.build(b, { table = schema.qname(t.dst_db, t.dst_table), key = key,
-    mode = #key > 0 and "replace" or "insert", dialect = self.dialect, max_len = self.max_sql })
-  if not stmts then errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err)) end
+  local opts = { table = schema.qname(t.dst_db, t.dst_table), key = key,
+    mode = #key > 0 and "replace" or "insert", dialect = self.dialect, max_len = self.max_sql }
+  local stmts, err = sqlbuild.build(b, opts)
+  if not stmts then
+    if self.ignore and #key > 0 then return self:apply_one_by_one(t, b, opts) end
+    errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err))
+  end
   for _, sql in ipairs(stmts) do
-    self:exec(sql, "writing to " .. t.dst_db .. "." .. t.dst_table)
+    local n, eerr, code = self.c:exec(sql)
+    if not n then
+      -- error-handle-option=ignore: replay this batch row by row (REPLACE/DELETE
+      -- by key are idempotent) and record each failing row as a dead letter.
+      -- Transient errors and keyless tables (plain INSERTs) are never skipped.
+      if self.ignore and #key > 0 and not require("mocdc.task").retryable({ code = code, msg = eerr }) then
+        return self:apply_one_by_one(t, b, opts)
+      end
+      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s", self.c.label, t.dst_db, t.dst_table, eerr,
+        code and (" (error " .. code .. ")") or ""), code)
+    end
+  end
+end
+
+function Sink:apply_one_by_one(t, b, opts)
+  local batchlib = require("mocdc.batch")
+  local cols = b:columns()
+  local one = batchlib.new(cols)
+  local dead = {}
+  for i = 1, b:count() do
+    one:clear()
+    local op, before, after = b:get(i)
+    one:add(op, before, after)
+    local stmts, berr = sqlbuild.build(one, opts)
+    local failed_sql, failed_err, failed_code
+    if not stmts then
+      failed_err = berr
+    else
+      for _, sql in ipairs(stmts) do
+        local n, eerr, code = self.c:exec(sql)
+        if not n then
+          if require("mocdc.task").retryable({ code = code, msg = eerr }) then
+            errors.raise(string.format("sink %s: writing to %s.%s failed: %s", self.c.label, t.dst_db, t.dst_table, eerr), code)
+          end
+          failed_sql, failed_err, failed_code = sql, eerr, code
+          break
+        end
+      end
+    end
+    if failed_err then
+      local _, bn, an = b:get_named(i)
+      local img = an or bn or {}
+      local k = {}
+      for _, ki in ipairs(opts.key) do k[cols[ki].name] = img[cols[ki].name] end
+      dead[#dead + 1] = cjson.encode({ time = require("mocdc.log").timestamp(), table = t.src_label,
+        sink_table = t.dst_db .. "." .. t.dst_table, op = op, key = k,
+        statement = failed_sql and failed_sql:sub(1, 4096) or cjson.null, error = failed_err, errno = failed_code })
+    end
+  end
+  one:free()
+  if #dead > 0 then
+    local path = self.dead_letter or "dead_letter.jsonl"
+    local util = require("mocdc.util.lib")
+    util.mkdir_p(path:match("^(.*)/[^/]*$") or ".")
+    local f = io.open(path, "a")
+    if not f then errors.raise("cannot write the dead-letter file " .. path) end
+    f:write(table.concat(dead, "\n"), "\n")
+    util.fsync(f)
+    f:close()
+    log.warn("ignored %d failing row(s) of %s (error-handle-option=ignore), recorded in %s", #dead, t.src_label, path)
+    if self.on_dead_letter then self.on_dead_letter(#dead, path) end
   end
 end
 
