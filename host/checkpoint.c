@@ -294,13 +294,19 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
+/* version(): SQLite library version (for `mocdc version`). */
+static int l_version(lua_State *L) {
+  lua_pushstring(L, sqlite3_libversion());
+  return 1;
+}
+
 int luaopen_mocdc_checkpoint_lib(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"get", l_get},       {"set", l_set},       {"set_many", l_set_many},
       {"delete", l_delete}, {"delete_prefix", l_delete_prefix},
       {"keys", l_keys},     {"items", l_items},   {"close", l_close},
       {NULL, NULL}};
-  static const luaL_Reg fns[] = {{"open", l_open}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"open", l_open}, {"version", l_version}, {NULL, NULL}};
   if (luaL_newmetatable(L, CP_MT)) {
     lua_newtable(L);
     luaL_register(L, NULL, methods);

@@ -948,6 +948,12 @@ static int l_load_from(lua_State *L) {
 
 /* ---- module ------------------------------------------------------------- */
 
+/* client_info(): libmariadb version string (for `mocdc version`). */
+static int l_client_info(lua_State *L) {
+  lua_pushstring(L, mysql_get_client_info());
+  return 1;
+}
+
 int luaopen_mocdc_conn_lib(lua_State *L) {
   static const luaL_Reg conn_methods[] = {
       {"query", l_query},           {"exec", l_exec},
@@ -959,7 +965,7 @@ int luaopen_mocdc_conn_lib(lua_State *L) {
   static const luaL_Reg cursor_methods[] = {
       {"fetch", l_fetch}, {"close", l_cursor_close}, {"done", l_cursor_done},
       {"rows", l_cursor_rows}, {NULL, NULL}};
-  static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"connect", l_connect}, {"client_info", l_client_info}, {NULL, NULL}};
 
   if (luaL_newmetatable(L, CONN_MT)) {
     lua_newtable(L);

@@ -258,11 +258,19 @@ static int l_cache_clear(lua_State *L) {
   return 0;
 }
 
+/* version(): PCRE2 library version (for `mocdc version`). */
+static int l_version(lua_State *L) {
+  char buf[64];
+  if (pcre2_config(PCRE2_CONFIG_VERSION, buf) < 0) buf[0] = 0;
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 int luaopen_mocdc_regex_lib(lua_State *L) {
   static const luaL_Reg methods[] = {{"full_match", l_full_match}, {"find", l_find},
                                      {"match", l_match},           {"pattern", l_pattern},
                                      {"free", l_free},             {NULL, NULL}};
-  static const luaL_Reg fns[] = {{"compile", l_compile},
+  static const luaL_Reg fns[] = {{"compile", l_compile}, {"version", l_version},
                                  {"cache_stats", l_cache_stats},
                                  {"cache_clear", l_cache_clear},
                                  {NULL, NULL}};
