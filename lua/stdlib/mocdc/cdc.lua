@@ -243,12 +243,14 @@ function Runner:apply(t, b)
   end
   if self.transform then
     b = self:transform_batch(t, b)
-    if b:count() == 0 then return end
+    if b:count() == 0 then b:free() return end
   end
   self.mid_txn = true
   sink:apply_changes(t, b, self.cur_ev)
-  self.txn_rows = self.txn_rows + b:count()
-  self.applied = (self.applied or 0) + b:count()
+  local n = b:count()
+  if self.transform then b:free() end
+  self.txn_rows = self.txn_rows + n
+  self.applied = (self.applied or 0) + n
 end
 
 function Runner:transform_batch(t, b)
@@ -438,6 +440,7 @@ function Runner:stream_loop()
         self.cur_ev = ev
         self:apply(t, ev.batch)
       end
+      ev.batch:free() -- native memory: release now rather than at the next GC cycle
       if ev.pos then cur.pos = ev.pos end
     elseif et == "commit" then
       cur = { file = ev.file or cur.file, pos = ev.pos or cur.pos, gtid = gtid, ts = ev.ts }
@@ -464,6 +467,8 @@ function Runner:stream_loop()
         local tt = x.db and x.table and self.by_name[x.db .. "\0" .. x.table]
         if tt and position.compare(txn_start, tt.pos) < 0 then txn_ok = false end
       end
+      -- DDL before startTs is history outside the requested window (tasks started with --start-ts)
+      if self.start_ts and ev.ts and ev.ts > 0 and ev.ts < self.start_ts then txn_ok = false end
       txn_start = position.copy(cur)
       if txn_ok and self:handle_ddl(ev, cur) then
         self.last_commit = position.copy(cur)
@@ -481,6 +486,11 @@ function Runner:stream_loop()
       if ev.pos and ev.pos > 0 and ev.file then cur.pos = math.max(cur.pos, ev.pos) end
       self:advance_idle(self.last_commit)
       if caught_up(cur) and not self.in_txn then break end
+      -- an idle source past endTs: nothing inside the window can still arrive
+      if self.end_ts and not self.in_txn and util.now() > self.end_ts + 1 then
+        log.info("reached endTs %s (source idle past it) at %s", tostring(o.endTs), position.format(cur))
+        break
+      end
     end
   end
   if self.in_txn and self.last_commit and not self.mid_txn then self:flush(self.last_commit) end
