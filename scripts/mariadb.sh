@@ -22,7 +22,7 @@ mdb_start() {
   [ "$binlog" = binlog ] && extra="--log-bin=$dir/data/mysql-bin --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL --server-id=$port"
   mariadbd --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
     --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" --user="$(id -un)" \
-    --skip-name-resolve --local-infile=1 --max-allowed-packet=64M --innodb-buffer-pool-size=256M \
+    --tmpdir="$dir" --skip-name-resolve --local-infile=1 --max-allowed-packet=64M --innodb-buffer-pool-size=256M \
     --innodb-log-file-size=256M --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
     $extra $MDB_EXTRA >"$dir/error.log" 2>&1 &
   echo $! >"$dir/pid"

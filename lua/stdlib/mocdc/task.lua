@@ -38,6 +38,19 @@ Timestamps (--start-ts/--end-ts) are "YYYY-MM-DD HH:MM:SS" in UTC.
 
 local BOOL = { ["no-full"] = true, all = true, help = true }
 
+-- Flags each command accepts (anything else is refused, so a typo never
+-- silently changes what a task does).
+local COMMON = { "state-dir", "state-uri", "help", "source-password-file", "sink-password-file" }
+local ALLOWED = {
+  create = { "task-name", "source-uri", "sink-uri", "sink-type", "level", "account", "databases", "tables",
+    "no-full", "start-ts", "end-ts", "send-sql-timeout", "max-sql-length", "exclude", "error-handle-option" },
+  show = { "source-uri", "all", "task-name" },
+  pause = { "source-uri", "all", "task-name" },
+  resume = { "source-uri", "task-name" },
+  restart = { "source-uri", "task-name" },
+  drop = { "source-uri", "all", "task-name" },
+}
+
 -- Parse --flag value / --flag=value into a table.
 function M.parse_flags(args)
   local f, i = {}, 1
@@ -48,6 +61,9 @@ function M.parse_flags(args)
     if a == "-h" then name = "help" end
     if not name then errors.raise(string.format("unexpected argument '%s' (flags are --name value)", a), 2) end
     if BOOL[name] then
+      if val ~= nil and val ~= "true" and val ~= "false" then
+        errors.raise(string.format("flag --%s takes no value (or =true/=false), got '%s'", name, val), 2)
+      end
       f[name] = val == nil or val == "true"
     elseif val == nil then
       val = args[i + 1]
@@ -62,34 +78,45 @@ function M.parse_flags(args)
   return f
 end
 
-local function read_file_trim(path)
+local function check_flags(sub, f)
+  local ok = {}
+  for _, n in ipairs(COMMON) do ok[n] = true end
+  for _, n in ipairs(ALLOWED[sub] or {}) do ok[n] = true end
+  local names = {}
+  for k in pairs(f) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    if not ok[k] then
+      errors.raise(string.format("task %s does not take --%s (see mocdc task --help)", sub, k), 2)
+    end
+  end
+end
+
+local function read_file_trim(flag, path)
   local fh, err = io.open(path)
-  if not fh then errors.raise("cannot read password file: " .. tostring(err), 2) end
+  if not fh then errors.raise(string.format("--%s: cannot read password file: %s", flag, tostring(err)), 2) end
   local s = fh:read("*a")
   fh:close()
   return (s:gsub("[\r\n]+$", ""))
 end
 
--- Replace the URI's password (from env or file) — keeps secrets out of `ps`.
-local function with_password(uri_s, pw)
-  if not pw then return uri_s end
+-- Put the password (from a file or the environment) into the URI — keeps
+-- secrets out of `ps`. A password file always wins; the environment variable
+-- only fills a URI that has no password of its own.
+local function with_password(uri_s, pw_file, file_flag, env_name)
   local uri = require("mocdc.uri")
   local u, err = uri.parse(uri_s)
   if not u then errors.raise(err, 2) end
+  local pw
+  if pw_file then
+    pw = read_file_trim(file_flag, pw_file)
+  elseif u.password == nil or u.password == "" then
+    local e = os.getenv(env_name)
+    if e and e ~= "" then pw = e end
+  end
+  if pw == nil then return uri_s end
   u.password = pw
   return uri.format(u, { password = true })
-end
-
-local function source_password(f)
-  if f["source-password-file"] then return read_file_trim(f["source-password-file"]) end
-  local e = os.getenv("MOCDC_SOURCE_PASSWORD")
-  return e ~= "" and e or nil
-end
-
-local function sink_password(f)
-  if f["sink-password-file"] then return read_file_trim(f["sink-password-file"]) end
-  local e = os.getenv("MOCDC_SINK_PASSWORD")
-  return e ~= "" and e or nil
 end
 
 -- Tasks are visible to the user of --source-uri only (seed 002): owner = login@host:port.
@@ -106,12 +133,17 @@ end
 local function get_json(st, k)
   local v = st:get(k)
   if v == nil then return nil end
-  return cjson.decode(v)
+  local ok, t = pcall(cjson.decode, v)
+  return ok and t or nil
 end
+
+local function key(id, what) return "task/" .. id .. "/" .. what end
 
 local function all_tasks(st, owner)
   local out = {}
-  for k, v in pairs(st:items("task/") or {}) do
+  local items, err = st:items("task/")
+  if not items then errors.raise("cannot read the state store: " .. tostring(err)) end
+  for k, v in pairs(items) do
     local id = k:match("^task/([^/]+)/config$")
     if id then
       local cfg = cjson.decode(v)
@@ -129,19 +161,60 @@ local function find(st, owner, name)
   return nil
 end
 
-local function pid_alive(pid)
-  return pid and pid > 0 and util.kill(pid, 0) ~= nil
+local function read_proc(pid, what)
+  local fh = io.open("/proc/" .. pid .. "/" .. what, "rb")
+  if not fh then return nil end
+  local s = fh:read("*a")
+  fh:close()
+  return s
+end
+
+-- Is `pid` the (live, not zombie) worker of task `id`? A pid recorded in the
+-- state store may have exited and been reused by an unrelated process: on
+-- Linux /proc tells them apart, so a stale pid is never shown as running and
+-- never signalled.
+local function worker_alive(pid, id)
+  pid = tonumber(pid)
+  if not pid or pid <= 0 or util.kill(pid, 0) == nil then return false end
+  local stat = read_proc(pid, "stat")
+  if stat then
+    local stc = stat:match("^%d+ %b() (%a)")
+    if stc == "Z" or stc == "X" then return false end
+    local cmd = read_proc(pid, "cmdline")
+    if cmd and id and not cmd:find("task-worker\0" .. id, 1, true) then return false end
+  end
+  return true
+end
+M.worker_alive = worker_alive
+
+-- A worker launched by create/resume/restart/serve has this long to register.
+local LAUNCH_GRACE = 20
+
+local function launching(s)
+  return s.state == "starting" and (util.now() - (tonumber(s.launched) or 0)) < LAUNCH_GRACE
 end
 
 -- The state a user sees, reconciled with the worker process.
 function M.effective_status(st, cfg)
-  local s = get_json(st, "task/" .. cfg.id .. "/status") or { state = "stopped", err = "" }
-  local desired = st:get("task/" .. cfg.id .. "/desired") or "running"
-  if s.state == "running" and not pid_alive(s.pid) then
+  local s = get_json(st, key(cfg.id, "status")) or { state = "stopped", err = "" }
+  local desired = st:get(key(cfg.id, "desired")) or "running"
+  s.err = s.err or ""
+  if s.state == "starting" then
+    if launching(s) and desired == "running" then
+      s.state = "running"
+    else
+      s.state = "stopped"
+      if s.err == "" and desired == "running" then
+        s.err = "the task worker did not start; see its log under the state directory, then run mocdc task resume"
+      end
+    end
+  elseif s.state == "running" and not worker_alive(s.pid, cfg.id) then
     s.state = "stopped"
-    if (s.err or "") == "" and desired == "running" then
+    if (s.err == "" or s.err:match("^R:")) and desired == "running" then
       s.err = string.format("worker process %s exited unexpectedly; run mocdc task resume or mocdc serve", tostring(s.pid))
     end
+  elseif s.state ~= "running" then
+    s.state = "stopped"
   end
   return s, desired
 end
@@ -161,7 +234,8 @@ function M.encode_show(list)
   for _, obj in ipairs(list) do
     local lines = {}
     for _, k in ipairs(FIELDS) do
-      lines[#lines + 1] = "    " .. cjson.encode(k) .. ": " .. cjson.encode(obj[k])
+      -- cjson escapes '/', the seed's output does not
+      lines[#lines + 1] = "    " .. cjson.encode(k) .. ": " .. (cjson.encode(obj[k]):gsub("\\/", "/"))
     end
     parts[#parts + 1] = "  {\n" .. table.concat(lines, ",\n") .. "\n  }"
   end
@@ -200,28 +274,58 @@ local function spawn_worker(f, cfg)
   return logpath
 end
 
--- Wait until the worker reports running (or stopped with an error).
-local function wait_started(st, cfg, timeout)
-  local deadline = util.mono() + (timeout or 15)
-  while util.mono() < deadline do
-    local s = get_json(st, "task/" .. cfg.id .. "/status")
-    if s and s.state == "running" and pid_alive(s.pid) then return true end
-    if s and s.state == "stopped" and s.started and (s.err or "") ~= "" then return false, s.err end
-    util.sleep(0.05)
-  end
-  return false, "the task worker did not report within " .. (timeout or 15) .. " s (see its log)"
+-- Record that a worker is being launched (so nobody launches a second one,
+-- and pause waits for it), then launch it.
+local function launch(f, st, cfg, s)
+  s = s or get_json(st, key(cfg.id, "status")) or {}
+  s.state, s.launched, s.pid, s.finished = "starting", util.now(), nil, nil
+  s.err = ""
+  st:set(key(cfg.id, "status"), cjson.encode(s))
+  return spawn_worker(f, cfg)
 end
 
--- Ask the worker to stop at a safe point and wait for it.
+-- Wait until the worker reports running (or stopped).
+local function wait_started(st, cfg, timeout)
+  local deadline = util.mono() + (timeout or LAUNCH_GRACE)
+  while util.mono() < deadline do
+    local s = get_json(st, key(cfg.id, "status"))
+    if s and s.state == "running" and worker_alive(s.pid, cfg.id) then return true end
+    if s and s.state == "stopped" then
+      if (s.err or "") ~= "" then return false, s.err end
+      return true
+    end
+    util.sleep(0.05)
+  end
+  return false, "the task worker did not report within " .. (timeout or LAUNCH_GRACE) .. " s"
+end
+
+-- Stop the worker of a task at a safe point and wait until it is gone. The
+-- caller has already changed the desired state, so a worker being launched
+-- right now sees it when it registers and exits by itself.
+local STOP_TIMEOUT = 60
 local function stop_worker(st, cfg, timeout)
-  local s = get_json(st, "task/" .. cfg.id .. "/status")
-  if s and pid_alive(s.pid) then
-    util.kill(s.pid, 15)
-    local deadline = util.mono() + (timeout or 30)
-    while pid_alive(s.pid) and util.mono() < deadline do util.sleep(0.05) end
-    if pid_alive(s.pid) then
-      util.kill(s.pid, 9)
-      util.sleep(0.1)
+  local deadline = util.mono() + (timeout or STOP_TIMEOUT)
+  while true do
+    local s = get_json(st, key(cfg.id, "status")) or {}
+    if worker_alive(s.pid, cfg.id) then
+      util.kill(s.pid, 15)
+      while worker_alive(s.pid, cfg.id) and util.mono() < deadline do util.sleep(0.05) end
+      if worker_alive(s.pid, cfg.id) then
+        log.warn("task %s: worker %d did not stop within %d s; killing it (the sink keeps the last committed " ..
+          "watermark, nothing is lost)", cfg.name, s.pid, timeout or STOP_TIMEOUT)
+        util.kill(s.pid, 9)
+        local d2 = util.mono() + 5
+        while worker_alive(s.pid, cfg.id) and util.mono() < d2 do util.sleep(0.05) end
+      end
+    elseif launching(s) and util.mono() < deadline then
+      util.sleep(0.05)
+    else
+      -- gone: make the stored state say so (a killed worker could not)
+      if s.state ~= nil and s.state ~= "stopped" and st:get(key(cfg.id, "config")) then
+        s.state = "stopped"
+        st:set(key(cfg.id, "status"), cjson.encode(s))
+      end
+      return
     end
   end
 end
@@ -243,6 +347,7 @@ function M.job_of(cfg)
     startTs = cfg.start_ts, endTs = cfg.end_ts,
   }
   if cfg.level == "database" and not cfg.tables then so.databases = cfg.databases end
+  if cfg.start_file then so.binlogFile, so.binlogFileOffset = cfg.start_file, cfg.start_pos end
   local stream = require("mocdc.stream")
   return {
     stream = stream.new({ kind = "binlog", opts = so }),
@@ -261,19 +366,33 @@ function M.validate(cfg)
     if src.flavour == "matrixone" then
       errors.raise("source " .. src.label .. " is MatrixOne: the MatrixOne (snapshot-diff) source is not yet supported by this build")
     end
+    local r = src:query("SELECT @@log_bin, @@binlog_format")
+    if r and r[1] and tostring(r[1][1]) == "1" and tostring(r[1][2]):upper() == "ROW" then
+      require("mocdc.cdc").check_binlog_settings(src)
+      if cfg.no_full and not cfg.start_ts and not cfg.start_file then
+        -- --no-full: exactly the changes committed after `task create` returns
+        local p = require("mocdc.cdc").master_status(src)
+        cfg.start_file, cfg.start_pos = p.file, p.pos
+      end
+    elseif cfg.no_full or cfg.start_ts or cfg.end_ts then
+      errors.raise(string.format("source %s has no row binlog (log_bin=ON and binlog_format=ROW are needed): " ..
+        "--no-full, --start-ts and --end-ts need one", src.label))
+    end
     local tables = require("mocdc.tables")
     local so = M.job_of(cfg).stream.source.opts
     local list = tables.resolve(src, so, src.label)
     local schema = require("mocdc.schema")
     for _, t in ipairs(list) do
-      local key = schema.primary_key(src, t.src_db, t.src_table)
-      if #key == 0 then
+      local k = schema.primary_key(src, t.src_db, t.src_table)
+      if #k == 0 then
         io.stderr:write(string.format("mocdc: warning: %s.%s has no primary key; deletes match all columns (LIMIT 1)\n",
           t.src_db, t.src_table))
       end
     end
-    local sink, serr = conn.open(cfg.sink_uri, { role = "sink" })
-    if not sink then errors.raise(serr) end
+    -- opening the sink as the worker will checks reachability and max-sql-length
+    local sink = require("mocdc.sink.mysql").open(cfg.sink_uri, { pipeline = "task:" .. cfg.id,
+      dialect = cfg.sink_type == "matrixone" and "matrixone" or nil, maxSqlLength = cfg.max_sql_length,
+      sendSqlTimeout = cfg.send_sql_timeout, errorHandleOption = cfg.error_handle_option })
     sink:close()
   end)
   src:close()
@@ -298,7 +417,6 @@ function M.create(f)
     errors.raise("--level database needs --databases \"db1:db2\"", 2)
   end
   if f.account and f.account ~= "sys" then
-    -- accounts exist only on MatrixOne; the source flavour is checked below
     errors.raise(string.format("--account '%s': accounts exist only on MatrixOne sources; omit it or use sys", f.account), 2)
   end
   local eh = f["error-handle-option"] or "stop"
@@ -308,39 +426,47 @@ function M.create(f)
   local cdc = require("mocdc.cdc")
   local sts, ets = cdc.parse_ts("--start-ts", f["start-ts"]), cdc.parse_ts("--end-ts", f["end-ts"])
   if sts and sts >= util.now() then errors.raise("--start-ts must be earlier than the current time", 2) end
-  if sts and ets and ets <= sts then errors.raise("--end-ts must be later than --start-ts", 2) end
+  if sts and ets and ets <= sts then
+    errors.raise(string.format("--end-ts '%s' must be later than --start-ts '%s'", f["end-ts"], f["start-ts"]), 2)
+  end
   local msl = f["max-sql-length"]
-  if msl and (not tonumber(msl) or tonumber(msl) < 1024) then
+  if msl and (not tonumber(msl) or tonumber(msl) < 1024 or tonumber(msl) ~= math.floor(tonumber(msl))) then
     errors.raise(string.format("--max-sql-length '%s' is not a byte count >= 1024", msl), 2)
   end
   if f.exclude then
     local re, rerr = require("mocdc.regex").compile(f.exclude)
     if not re then errors.raise("--exclude: " .. rerr, 2) end
   end
-  local source_uri = with_password(f["source-uri"], source_password(f))
-  local sink_uri = with_password(f["sink-uri"], sink_password(f))
+  local send_timeout = parse_duration("send-sql-timeout", f["send-sql-timeout"])
+  local source_uri = with_password(f["source-uri"], f["source-password-file"], "source-password-file", "MOCDC_SOURCE_PASSWORD")
+  local sink_uri = with_password(f["sink-uri"], f["sink-password-file"], "sink-password-file", "MOCDC_SINK_PASSWORD")
   local st = open_state(f)
   local owner = owner_of(f["source-uri"])
   if find(st, owner, name) then
     st:close()
-    errors.raise(string.format("task '%s' already exists (mocdc task show --task-name %s)", name, name), 2)
+    errors.raise(string.format("task '%s' already exists for %s (mocdc task show --task-name %s; drop it first to reuse the name)",
+      name, owner, name), 2)
   end
   local cfg = {
     id = util.uuid7(), name = name, owner = owner, source_uri = source_uri, sink_uri = sink_uri,
     sink_type = sink_type, level = level, account = f.account, databases = f.databases, tables = f.tables,
     no_full = f["no-full"] and true or false, start_ts = f["start-ts"], end_ts = f["end-ts"],
-    send_sql_timeout = parse_duration("send-sql-timeout", f["send-sql-timeout"]),
+    send_sql_timeout = send_timeout,
     max_sql_length = msl and tonumber(msl), exclude = f.exclude, error_handle_option = eh, created = util.now(),
   }
   local dir = state.dir({ state_dir = f["state-dir"] })
   cfg.checkpoint_dir = dir .. "/tasks/" .. cfg.id
   cfg.dead_letter = dir .. "/tasks/" .. cfg.id .. "/dead_letter.jsonl"
-  M.validate(cfg)
-  st:set_many({ ["task/" .. cfg.id .. "/config"] = cjson.encode(cfg), ["task/" .. cfg.id .. "/desired"] = "running" })
-  local logpath = spawn_worker(f, cfg)
-  local ok, err = wait_started(st, cfg)
+  local ok, verr = pcall(M.validate, cfg)
+  if not ok then st:close() error(verr, 0) end
+  st:set_many({ [key(cfg.id, "config")] = cjson.encode(cfg), [key(cfg.id, "desired")] = "running" })
+  local logpath = launch(f, st, cfg, { checkpoint = {} })
+  local started, err = wait_started(st, cfg)
   st:close()
-  if not ok then errors.raise(string.format("task '%s' was created but stopped: %s (log: %s)", name, err, logpath)) end
+  if not started then
+    errors.raise(string.format("task '%s' was created but stopped: %s (log: %s; fix it, then mocdc task resume)",
+      name, err, logpath))
+  end
   io.stderr:write(string.format("task '%s' created (task-id %s), running in the background; log: %s\n", name, cfg.id, logpath))
   return 0
 end
@@ -349,6 +475,7 @@ local function select_tasks(st, f, need_name_or_all)
   if not f["source-uri"] then errors.raise("--source-uri is required (tasks are listed per source user)", 2) end
   local owner = owner_of(f["source-uri"])
   if f["task-name"] then
+    if f.all then errors.raise("give --task-name NAME or --all, not both", 2) end
     local cfg = find(st, owner, f["task-name"])
     if not cfg then
       errors.raise(string.format("no task named '%s' for %s (mocdc task show --all --source-uri ...)", f["task-name"],
@@ -360,142 +487,207 @@ local function select_tasks(st, f, need_name_or_all)
   errors.raise("give --task-name NAME or --all", 2)
 end
 
-function M.show(f)
+-- Run fn(st) with the store, closing it whatever happens.
+local function with_state(f, fn)
   local st = open_state(f)
-  local list = select_tasks(st, f, false)
-  local out = {}
-  for _, cfg in ipairs(list) do out[#out + 1] = M.show_entry(st, cfg) end
+  local ok, res = pcall(fn, st)
   st:close()
-  print(M.encode_show(out))
-  return 0
+  if not ok then error(res, 0) end
+  return res
+end
+
+function M.show(f)
+  return with_state(f, function(st)
+    local out = {}
+    for _, cfg in ipairs(select_tasks(st, f, false)) do out[#out + 1] = M.show_entry(st, cfg) end
+    print(M.encode_show(out))
+    return 0
+  end)
 end
 
 function M.pause(f)
-  local st = open_state(f)
-  for _, cfg in ipairs(select_tasks(st, f, true)) do
-    st:set("task/" .. cfg.id .. "/desired", "paused")
-    stop_worker(st, cfg)
-    local s = get_json(st, "task/" .. cfg.id .. "/status") or {}
-    s.state = "stopped"
-    st:set("task/" .. cfg.id .. "/status", cjson.encode(s))
-    io.stderr:write(string.format("task '%s' paused\n", cfg.name))
-  end
-  st:close()
-  return 0
+  return with_state(f, function(st)
+    for _, cfg in ipairs(select_tasks(st, f, true)) do
+      st:set(key(cfg.id, "desired"), "paused")
+      stop_worker(st, cfg)
+      io.stderr:write(string.format("task '%s' paused\n", cfg.name))
+    end
+    return 0
+  end)
 end
 
 local function start(f, cfg, st, fresh)
-  local s = get_json(st, "task/" .. cfg.id .. "/status") or {}
-  if s.state == "running" and pid_alive(s.pid) then
-    errors.raise(string.format("task '%s' is running; pause it first", cfg.name), 2)
+  local s = get_json(st, key(cfg.id, "status")) or {}
+  if worker_alive(s.pid, cfg.id) or launching(s) then
+    errors.raise(string.format("task '%s' is running; only a stopped task can be resumed (mocdc task pause first)", cfg.name), 2)
   end
-  s.state, s.err, s.started = "starting", "", nil
-  if fresh then s.checkpoint = {} s.dead_letters = 0 end
-  st:set_many({ ["task/" .. cfg.id .. "/desired"] = "running", ["task/" .. cfg.id .. "/status"] = cjson.encode(s) })
-  local logpath = spawn_worker(f, cfg)
+  s.checkpoint = s.checkpoint or {}
+  if fresh then s.checkpoint, s.dead_letters, s.dead_letter_path = {}, 0, nil end
+  st:set(key(cfg.id, "desired"), "running")
+  local logpath = launch(f, st, cfg, s)
   local ok, err = wait_started(st, cfg)
   if not ok then errors.raise(string.format("task '%s' stopped: %s (log: %s)", cfg.name, err, logpath)) end
 end
 
 function M.resume(f)
-  local st = open_state(f)
-  for _, cfg in ipairs(select_tasks(st, f, true)) do
-    start(f, cfg, st, false)
-    io.stderr:write(string.format("task '%s' resumed\n", cfg.name))
-  end
-  st:close()
-  return 0
+  return with_state(f, function(st)
+    for _, cfg in ipairs(select_tasks(st, f, true)) do
+      start(f, cfg, st, false)
+      io.stderr:write(string.format("task '%s' resumed\n", cfg.name))
+    end
+    return 0
+  end)
 end
 
--- Remove a task's progress: watermark rows in the sink and local checkpoints.
-local function discard_progress(cfg)
+-- Remove a task's progress: its watermark rows in the sink, its local
+-- checkpoints and dead letters; with clear_tables also the rows of its sink
+-- tables (restart: the full copy must converge to the source, including rows
+-- deleted at the source since).
+local function discard_progress(cfg, clear_tables)
   local sinkmod = require("mocdc.sink.mysql")
   local ok, e = pcall(function()
     local sink = sinkmod.open(cfg.sink_uri, { pipeline = "task:" .. cfg.id })
-    sink:delete_watermarks()
+    local ok2, e2 = pcall(function()
+      if clear_tables then
+        local schema = require("mocdc.schema")
+        local src, serr = require("mocdc.conn").open(cfg.source_uri, { role = "source" })
+        if not src then errors.raise(serr) end
+        local okr, list = pcall(require("mocdc.tables").resolve, src, M.job_of(cfg).stream.source.opts, src.label)
+        src:close()
+        if not okr then error(list, 0) end
+        for _, t in ipairs(list) do
+          if schema.table_exists(sink.c, t.dst_db, t.dst_table) then
+            local q = schema.qname(t.dst_db, t.dst_table)
+            if not sink.c:exec("TRUNCATE TABLE " .. q) then sink:exec("DELETE FROM " .. q, "clearing " .. q) end
+          end
+        end
+      end
+      sink:delete_watermarks()
+    end)
     sink:close()
+    if not ok2 then error(e2, 0) end
   end)
-  if not ok then errors.raise("cannot remove the task's watermark rows from the sink: " .. errors.message(e)) end
+  if not ok then
+    errors.raise(string.format("task '%s': cannot remove its progress from the sink (%s); the task is stopped — " ..
+      "run the command again once the sink is reachable", cfg.name, errors.message(e)))
+  end
   os.execute("rm -rf '" .. cfg.checkpoint_dir:gsub("'", "") .. "'")
 end
 
 function M.restart(f)
-  local st = open_state(f)
-  for _, cfg in ipairs(select_tasks(st, f, true)) do
-    st:set("task/" .. cfg.id .. "/desired", "paused")
-    stop_worker(st, cfg)
-    discard_progress(cfg)
-    start(f, cfg, st, true)
-    io.stderr:write(string.format("task '%s' restarted from a full copy\n", cfg.name))
-  end
-  st:close()
-  return 0
+  return with_state(f, function(st)
+    for _, cfg in ipairs(select_tasks(st, f, true)) do
+      st:set(key(cfg.id, "desired"), "paused")
+      stop_worker(st, cfg)
+      discard_progress(cfg, not cfg.no_full and not cfg.start_ts)
+      start(f, cfg, st, true)
+      io.stderr:write(string.format("task '%s' restarted from a full copy\n", cfg.name))
+    end
+    return 0
+  end)
 end
 
 function M.drop(f)
-  local st = open_state(f)
-  for _, cfg in ipairs(select_tasks(st, f, true)) do
-    st:set("task/" .. cfg.id .. "/desired", "dropped")
-    stop_worker(st, cfg)
-    discard_progress(cfg)
-    st:delete_prefix("task/" .. cfg.id .. "/")
-    io.stderr:write(string.format("task '%s' dropped\n", cfg.name))
-  end
-  st:close()
-  return 0
+  return with_state(f, function(st)
+    for _, cfg in ipairs(select_tasks(st, f, true)) do
+      st:set(key(cfg.id, "desired"), "dropped")
+      stop_worker(st, cfg)
+      discard_progress(cfg, false)
+      local n, err = st:delete_prefix("task/" .. cfg.id .. "/")
+      if not n then errors.raise(string.format("task '%s': cannot remove it from the state store: %s", cfg.name, tostring(err))) end
+      io.stderr:write(string.format("task '%s' dropped\n", cfg.name))
+    end
+    return 0
+  end)
 end
 
 local RETRYABLE = { [1205] = true, [1213] = true, [2006] = true, [2013] = true, [2003] = true, [1043] = true,
   [2002] = true, [2055] = true, [1053] = true, [1927] = true }
+local PERMANENT = { [1045] = true, [1044] = true, [1049] = true, [1142] = true, [1227] = true }
 
 function M.retryable(e)
   if type(e) == "table" and RETRYABLE[e.code] then return true end
+  if type(e) == "table" and PERMANENT[e.code] then return false end
   local m = (type(e) == "table" and type(e.msg) == "string") and e.msg or errors.message(e)
+  if m:find("Access denied", 1, true) then return false end
   for _, pat in ipairs({ "Lost connection", "server has gone away", "Can't connect", "Connection refused",
     "Server shutdown in progress", "Connection was killed", "Deadlock found", "Lock wait timeout",
-    "cannot connect to", "Connection reset" }) do
+    "cannot connect to", "Connection reset", "is closed" }) do
     if m:find(pat, 1, true) then return true end
   end
   return false
 end
 
+local MAX_RETRIES = 10
+
 -- The background worker of one task.
 function M.worker(id, f)
   local st = open_state(f)
-  local cfg = get_json(st, "task/" .. id .. "/config")
-  if not cfg then errors.raise("no task with id " .. id, 2) end
-  local status = get_json(st, "task/" .. id .. "/status") or {}
-  status.state, status.pid, status.err, status.started = "running", util.getpid(), "", util.now()
+  local cfg = get_json(st, key(id, "config"))
+  if not cfg then errors.raise("no task with id " .. tostring(id), 2) end
+  local me = util.getpid()
+  local function desired_now()
+    local v, err = st:get(key(id, "desired"))
+    if v == nil and err then return nil end -- store busy: unknown
+    return v or "dropped"
+  end
+  local status = get_json(st, key(id, "status")) or {}
+  -- never two workers for one task, never one the operator no longer wants
+  if status.pid ~= me and worker_alive(status.pid, id) and status.state == "running" then
+    log.warn("task %s: worker %d is already running it; exiting", cfg.name, status.pid)
+    st:close()
+    return 0
+  end
+  local function save()
+    if st:get(key(id, "config")) then st:set(key(id, "status"), cjson.encode(status)) end
+  end
+  local desired = desired_now()
+  if desired ~= "running" then
+    log.info("task %s: not starting (desired state is %s)", cfg.name, tostring(desired))
+    if status.state == "starting" then status.state = "stopped" save() end
+    st:close()
+    return 0
+  end
+  status.state, status.pid, status.err, status.started = "running", me, "", util.now()
+  status.launched, status.finished = nil, nil
   status.checkpoint = status.checkpoint or {}
-  st:set("task/" .. id .. "/status", cjson.encode(status))
-  log.info("task %s (%s) worker %d started", cfg.name, id, util.getpid())
-  local last_poll, desired = 0, "running"
-  local last_status = 0
-  local ctx = { name = "task:" .. id, vars = {} }
-  ctx.should_stop = function()
+  save()
+  log.info("task %s (%s) worker %d started", cfg.name, id, me)
+  local last_poll = util.mono()
+  desired = desired_now() or "running" -- re-read after registering (a pause may have raced us)
+  local function stop_wanted()
+    if util.stop_requested() then return true end
     local now = util.mono()
     if now - last_poll > 0.5 then
       last_poll = now
-      desired = st:get("task/" .. id .. "/desired") or "dropped"
+      desired = desired_now() or desired
     end
     return desired ~= "running"
   end
+  local attempt, backoff, first_err = 0, 0.2, nil
+  local last_status = 0
+  local ctx = { name = "task:" .. id, vars = {} }
+  ctx.should_stop = stop_wanted
   ctx.on_checkpoint = function(tables, pos)
     local now = util.now()
     for _, t in ipairs(tables) do status.checkpoint[t.src_label] = now end
     status.position = pos
-    if util.mono() - last_status > 0.5 then
+    local recovered = attempt > 0
+    if recovered then
+      log.info("task %s: recovered after %d retr%s", cfg.name, attempt, attempt == 1 and "y" or "ies")
+      attempt, backoff, first_err, status.err = 0, 0.2, nil, ""
+    end
+    if recovered or util.mono() - last_status > 0.5 then
       last_status = util.mono()
-      st:set("task/" .. id .. "/status", cjson.encode(status))
+      save()
     end
   end
   ctx.on_dead_letter = function(n, path)
     status.dead_letters = (status.dead_letters or 0) + n
     status.dead_letter_path = path
-    st:set("task/" .. id .. "/status", cjson.encode(status))
+    save()
   end
-  local attempt, backoff = 0, 0.2
-  local rc = 0
+  local outcome
   while true do
     local job = M.job_of(cfg)
     job.opts.onDeadLetter = ctx.on_dead_letter
@@ -503,7 +695,7 @@ function M.worker(id, f)
       -- binlog when the source has a row binlog, else a one-shot snapshot copy
       local conn = require("mocdc.conn")
       local c, cerr = conn.open(cfg.source_uri, { role = "source" })
-      if not c then errors.raise(cerr, 2003) end
+      if not c then errors.raise(cerr) end
       local r = c:query("SELECT @@log_bin, @@binlog_format")
       local flavour = c.flavour
       c:close()
@@ -517,54 +709,79 @@ function M.worker(id, f)
       require("mocdc.runner").run_snapshot(job, ctx, {})
       errors.raise("source has no row binlog: the full copy is done; continuous sync needs log_bin=ON and binlog_format=ROW")
     end)
-    for _, t in pairs(status.checkpoint) do local _ = t end
-    if ok or ctx.should_stop() or util.stop_requested() then
-      if ok then log.info("task %s finished (end of requested range)", cfg.name) end
+    if stop_wanted() then
+      outcome = "paused"
       break
     end
-    if M.retryable(e) and attempt < 10 then
+    if ok then
+      outcome = "finished"
+      break
+    end
+    local msg = log.mask(errors.message(e))
+    if M.retryable(e) and attempt < MAX_RETRIES then
       attempt = attempt + 1
-      status.err = string.format("R:%d:%s", attempt, log.mask(errors.message(e)))
-      st:set("task/" .. id .. "/status", cjson.encode(status))
-      log.warn("task %s: retry %d in %.1f s after: %s", cfg.name, attempt, backoff, errors.message(e))
-      if not util.sleep(backoff) then break end
+      first_err = first_err or util.now()
+      -- MatrixOne's form: R:<count>:<first>:<last>:<msg>
+      status.err = string.format("R:%d:%s:%s:%s", attempt, go_time(first_err), go_time(util.now()), msg)
+      save()
+      log.warn("task %s: retry %d/%d in %.1f s after: %s", cfg.name, attempt, MAX_RETRIES, backoff, msg)
+      local deadline = util.mono() + backoff
+      while util.mono() < deadline and not stop_wanted() do util.sleep(0.05) end
+      if stop_wanted() then
+        outcome = "paused"
+        break
+      end
       backoff = math.min(backoff * 2, 30)
     else
-      status.err = log.mask(errors.message(e))
-      log.error("task %s stopped: %s", cfg.name, status.err)
-      rc = 1
+      status.err = msg
+      outcome = "failed"
+      log.error("task %s stopped: %s", cfg.name, msg)
       break
     end
   end
-  if rc == 0 then status.err = (status.err or ""):match("^R:") and "" or status.err end
+  if outcome == "finished" then
+    status.err, status.finished = "", true
+    log.info("task %s finished: reached the end of the requested range (--end-ts %s)", cfg.name, tostring(cfg.end_ts))
+  elseif outcome == "paused" then
+    if (status.err or ""):match("^R:") then status.err = "" end
+    log.info("task %s stopped at a safe point", cfg.name)
+  end
   status.state = "stopped"
-  if st:get("task/" .. id .. "/config") then st:set("task/" .. id .. "/status", cjson.encode(status)) end
+  save()
   st:close()
-  return rc
+  return outcome == "failed" and 1 or 0
 end
 
 -- mocdc serve: run every task whose desired state is running, one worker
 -- process each, restarting workers that die; SIGTERM pauses all at a safe
--- point (the workers get SIGTERM) and exits 0.
+-- point (the workers get SIGTERM) and exits 0. The desired states are kept, so
+-- the next `mocdc serve` runs the same tasks again.
 function M.serve(f)
   local st = open_state(f)
-  log.info("mocdc serve: supervising tasks of %s", f["state-uri"] and log.mask(f["state-uri"]) or state.dir({ state_dir = f["state-dir"] }))
-  while not util.stop_requested() do
-    for _, cfg in ipairs(all_tasks(st, nil)) do
-      local desired = st:get("task/" .. cfg.id .. "/desired") or "running"
-      local s = get_json(st, "task/" .. cfg.id .. "/status") or {}
-      if desired == "running" and not pid_alive(s.pid) and not (s.state == "stopped" and (s.err or "") ~= "" and not s.err:match("^R:")) then
-        log.info("starting worker for task %s", cfg.name)
-        s.state = "starting"
-        st:set("task/" .. cfg.id .. "/status", cjson.encode(s))
-        spawn_worker(f, cfg)
+  log.info("mocdc serve: supervising the tasks of %s",
+    f["state-uri"] and log.mask(f["state-uri"]) or state.dir({ state_dir = f["state-dir"] }))
+  local ok, err = pcall(function()
+    while not util.stop_requested() do
+      for _, cfg in ipairs(all_tasks(st, nil)) do
+        local desired = st:get(key(cfg.id, "desired")) or "running"
+        local s = get_json(st, key(cfg.id, "status")) or {}
+        local failed = (s.err or "") ~= "" and not s.err:match("^R:") and s.state == "stopped"
+        if desired == "running" and not worker_alive(s.pid, cfg.id) and not launching(s) and not s.finished
+          and not failed then
+          log.info("starting the worker of task %s", cfg.name)
+          launch(f, st, cfg, s)
+        end
       end
+      util.sleep(1)
     end
-    util.sleep(1)
-  end
-  log.info("mocdc serve: stopping workers at a safe point")
+  end)
+  if not ok then log.error("mocdc serve: %s", errors.message(err)) end
+  log.info("mocdc serve: stopping the workers at a safe point")
+  util.clear_stop()
   for _, cfg in ipairs(all_tasks(st, nil)) do stop_worker(st, cfg) end
   st:close()
+  log.info("mocdc serve: stopped")
+  if not ok then error(err, 0) end
   return 0
 end
 
@@ -573,11 +790,12 @@ function M.main(args)
   local rest = {}
   for i = 2, #args do rest[#rest + 1] = args[i] end
   if sub == nil or sub == "help" or sub == "--help" or sub == "-h" then io.write(M.HELP) return sub and 0 or 2 end
-  local f = M.parse_flags(rest)
-  if f.help then io.write(M.HELP) return 0 end
   local fn = ({ create = M.create, show = M.show, pause = M.pause, resume = M.resume, restart = M.restart,
     drop = M.drop })[sub]
   if not fn then errors.raise(string.format("unknown task command '%s' (see mocdc task --help)", sub), 2) end
+  local f = M.parse_flags(rest)
+  if f.help then io.write(M.HELP) return 0 end
+  check_flags(sub, f)
   return fn(f)
 end
 
