@@ -62,6 +62,13 @@ end
 
 -- MLSQL start options: bingLogNamePrefix + binlogIndex + binlogFileOffset.
 function M.explicit_start(o)
+  local gtid = o.startGtid or o.gtid
+  if gtid and o.binlogIndex == nil and o.binlogFile == nil then
+    if not tostring(gtid):match("^%d+%-%d+%-%d+") then
+      errors.raise(string.format("startGtid '%s' is not a MariaDB GTID (domain-server-seq, e.g. 0-1-42)", tostring(gtid)), 2)
+    end
+    return { gtid = tostring(gtid) }
+  end
   if o.binlogIndex == nil and o.binlogFile == nil then return nil end
   local file = o.binlogFile
   if not file then
@@ -364,7 +371,8 @@ function Runner:stream_loop()
   local server_id = tonumber(o.serverId) or (1000000 + (util.getpid() % 1000000))
   local uri = require("mocdc.uri").parse(src.uri, { password = o.password })
   local h, err, code = binlog.open({ host = uri.host, port = uri.port, user = uri.login or uri.user,
-    password = o.password or uri.password, server_id = server_id, file = start.file, pos = start.pos,
+    password = o.password or uri.password, server_id = server_id, file = start.file,
+    pos = start.file and start.pos or nil, gtid = (not start.file) and start.gtid or nil,
     heartbeat = tonumber(o.heartbeat) or 1 })
   if not h then
     if code == 1236 then

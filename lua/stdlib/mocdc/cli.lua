@@ -85,6 +85,7 @@ local function cmd_run(args)
   return protected(function()
     local ctx = require("mocdc.pipeline").declare(file, vars)
     local results = require("mocdc.runner").run(ctx, opts)
+    log.info("done; peak RSS %d MB", math.floor(require("mocdc.util.lib").peak_rss_kb() / 1024 + 0.5))
     for _, summary in ipairs(results) do
       for _, s in ipairs(summary) do
         if s.skipped then

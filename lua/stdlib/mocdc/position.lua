@@ -2,6 +2,7 @@
 local M = {}
 
 local function seq(file)
+  if not file then return -1 end -- a GTID-only start sorts before any file position
   return tonumber(file:match("%.(%d+)$")) or 0
 end
 
@@ -12,7 +13,8 @@ function M.compare(a, b)
   if b == nil then return 1 end
   local sa, sb = seq(a.file), seq(b.file)
   if sa ~= sb then return sa < sb and -1 or 1 end
-  if a.pos ~= b.pos then return a.pos < b.pos and -1 or 1 end
+  local pa, pb = a.pos or 0, b.pos or 0
+  if pa ~= pb then return pa < pb and -1 or 1 end
   return 0
 end
 
@@ -21,7 +23,8 @@ function M.max(a, b) return M.compare(a, b) >= 0 and a or b end
 
 function M.format(p)
   if not p then return "(none)" end
-  return string.format("%s:%d%s", p.file, p.pos, p.gtid and (" gtid " .. p.gtid) or "")
+  if not p.file then return "gtid " .. tostring(p.gtid) end
+  return string.format("%s:%d%s", p.file, p.pos or 4, p.gtid and (" gtid " .. p.gtid) or "")
 end
 
 function M.copy(p)
