@@ -11,6 +11,8 @@
 --   checkpoint        checkpointLocation (default $MOCDC_HOME/pipelines/binlog_to_mysql)
 --   merge_schema      "true" to apply source DDL to the sink (default: DDL on a synced table stops)
 --   server_id         replica server id (default derived from the process id)
+--   no_full           "true": no initial copy, stream from the source's current position
+--   start_gtid        MariaDB GTID to start after (implies no full copy)
 --
 --   mocdc run pipelines/binlog_to_mysql.lua --set source_uri=mysql://repl:pw@db1:3306 \
 --        --set sink_uri=mysql://root:pw@analytics:3306 --once
@@ -25,6 +27,7 @@ local changes = load.binlog {
   exclude = vars.exclude,
   serverId = vars.server_id,
   noFull = vars.no_full,
+  startGtid = vars.start_gtid,   -- start after this MariaDB GTID (e.g. 0-1-42), no full copy
 }
 
 save.append(changes, var("sink_uri", "mysql://root:111@127.0.0.1:3306"), {

@@ -209,6 +209,15 @@ mdb.describe("binlog pipeline (issue 3)", function()
     assert.is_not_nil(moved, "watermark did not advance on an idle source")
   end)
 
+  it("starts from a GTID without a full copy", function()
+    local cp = fresh("gtid")
+    local gtid = src:rows("SELECT @@gtid_binlog_pos")[1][1]
+    src:sql("INSERT INTO source_db.orders VALUES (20, 120, NULL, 3.00, 'After')")
+    local rc, _, err = run(cp, { "--set", "start_gtid=" .. gtid })
+    assert.equals(0, rc, err)
+    assert.same({ { "20", "After" } }, (sink:rows("SELECT order_id, status FROM analytics_db.orders_backup ORDER BY order_id")))
+  end)
+
   it("reports a purged binlog with what to do", function()
     local cp = fresh("purge")
     local rc, _, err = run(cp)
