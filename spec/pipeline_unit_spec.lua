@@ -133,3 +133,23 @@ describe("pipeline.declare", function()
     os.remove(p)
   end)
 end)
+
+describe("progress line", function()
+  it("shows rows, rows/s and ETA on a terminal and nothing otherwise", function()
+    local progress = require("mocdc.progress")
+    local buf = {}
+    local out = { write = function(_, ...) for _, s in ipairs({ ... }) do buf[#buf + 1] = s end end, flush = function() end }
+    local p = progress.new("source_db.orders -> analytics_db.orders_backup", 1000000, { tty = true })
+    p.out = out
+    p.last = -1
+    p:add(250000)
+    local line = table.concat(buf)
+    assert.matches("source_db.orders %-> analytics_db.orders_backup: 250,000/~1,000,000 rows  [%d,]+ rows/s  ETA %d+s", line)
+    local q = progress.new("x", 10, { tty = false })
+    buf = {}
+    q.out = out
+    q:add(5)
+    q:finish()
+    assert.equals(0, #buf)
+  end)
+end)

@@ -12,7 +12,8 @@ end
 M.fmt_int = fmt_int
 
 function M.new(label, total, opts)
-  local tty = (opts and opts.tty) or util.isatty(2)
+  local tty
+  if opts and opts.tty ~= nil then tty = opts.tty else tty = util.isatty(2) end
   return setmetatable({ label = label, total = total, rows = 0, start = util.mono(), last = 0,
     tty = tty, out = io.stderr }, P)
 end
