@@ -181,6 +181,7 @@ function Runner:main()
     self.tables, self.by_name = list, {}
     for _, t in ipairs(list) do self.by_name[t.src_db .. "\0" .. t.src_table] = t end
     self:initial_positions()
+    if self.ctx.on_checkpoint then self.ctx.on_checkpoint(self.tables) end -- copied / positioned: in sync
     return self:stream_loop()
   end)
   if self.stream_h then self.stream_h:close() end
@@ -493,6 +494,8 @@ function Runner:stream_loop()
       if ev.file then cur.file = ev.file end
       if ev.pos and ev.pos > 0 and ev.file then cur.pos = math.max(cur.pos, ev.pos) end
       self:advance_idle(self.last_commit)
+      -- idle source, nothing pending: every table is in sync as of now
+      if not self.in_txn and self.ctx.on_checkpoint then self.ctx.on_checkpoint(self.tables, self.last_commit) end
       if caught_up(cur) and not self.in_txn then break end
       -- an idle source past endTs: nothing inside the window can still arrive
       if self.end_ts and not self.in_txn and util.now() > self.end_ts + 1 then

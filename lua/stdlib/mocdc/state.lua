@@ -2,9 +2,11 @@
 -- ($MOCDC_HOME/state.db or --state-dir), or a table in a MySQL-protocol
 -- database (--state-uri) so several workers can share it.
 -- Keys: task/<id>/config (written by the CLI), task/<id>/desired (CLI:
--- running|paused), task/<id>/status (written by the task's worker).
+-- running|paused|dropped), task/<id>/status (written by the task's worker:
+-- state starting|running|stopped, pid, err, checkpoint, dead_letters, ...).
 local checkpoint = require("mocdc.checkpoint")
 local errors = require("mocdc.errors")
+local util = require("mocdc.util.lib")
 
 local M = {}
 
@@ -13,36 +15,58 @@ Remote.__index = Remote
 
 local function q(self, v) return "'" .. self.c:escape(v) .. "'" end
 
+-- Lost connection to the shared store: reconnect once and run the statement
+-- again (every statement here is idempotent).
+local RECONNECT = { [2006] = true, [2013] = true, [2000] = true, [2055] = true }
+local function run(self, method, sql_of)
+  local ok, sql = pcall(sql_of) -- escaping raises on a closed connection
+  local res, err, code
+  if ok then res, err, code = self.c[method](self.c, sql) else res, err, code = nil, tostring(sql), 2006 end
+  if res == nil and RECONNECT[code] and self.uri then
+    local c = require("mocdc.conn").open(self.uri, { role = "state store" })
+    if c then
+      pcall(self.c.close, self.c)
+      self.c = c
+      res, err, code = self.c[method](self.c, sql_of())
+    end
+  end
+  return res, err, code
+end
+
 function Remote:get(k)
-  local rows, err = self.c:query("SELECT v FROM mocdc.state WHERE k = " .. q(self, k))
+  local rows, err = run(self, "query", function() return "SELECT v FROM mocdc.state WHERE k = " .. q(self, k) end)
   if not rows then return nil, err end
   return rows[1] and rows[1][1] or nil
 end
 
 function Remote:set(k, v)
-  local ok, err = self.c:exec("REPLACE INTO mocdc.state (k, v) VALUES (" .. q(self, k) .. ", " .. q(self, tostring(v)) .. ")")
+  local ok, err = run(self, "exec", function()
+    return "REPLACE INTO mocdc.state (k, v) VALUES (" .. q(self, k) .. ", " .. q(self, tostring(v)) .. ")"
+  end)
   if not ok then return nil, err end
   return true
 end
 
 function Remote:set_many(kv)
-  local vals = {}
-  for k, v in pairs(kv) do vals[#vals + 1] = "(" .. q(self, k) .. ", " .. q(self, tostring(v)) .. ")" end
-  if #vals == 0 then return true end
-  local ok, err = self.c:exec("REPLACE INTO mocdc.state (k, v) VALUES " .. table.concat(vals, ", "))
+  if next(kv) == nil then return true end
+  local ok, err = run(self, "exec", function()
+    local vals = {}
+    for k, v in pairs(kv) do vals[#vals + 1] = "(" .. q(self, k) .. ", " .. q(self, tostring(v)) .. ")" end
+    return "REPLACE INTO mocdc.state (k, v) VALUES " .. table.concat(vals, ", ")
+  end)
   if not ok then return nil, err end
   return true
 end
 
 function Remote:delete(k)
-  local ok, err = self.c:exec("DELETE FROM mocdc.state WHERE k = " .. q(self, k))
+  local ok, err = run(self, "exec", function() return "DELETE FROM mocdc.state WHERE k = " .. q(self, k) end)
   if not ok then return nil, err end
   return true
 end
 
 function Remote:delete_prefix(p)
   local like = p:gsub("[%%_\\]", "\\%0") .. "%"
-  local n, err = self.c:exec("DELETE FROM mocdc.state WHERE k LIKE " .. q(self, like))
+  local n, err = run(self, "exec", function() return "DELETE FROM mocdc.state WHERE k LIKE " .. q(self, like) end)
   if not n then return nil, err end
   return n
 end
@@ -50,7 +74,7 @@ end
 function Remote:items(p)
   p = p or ""
   local like = p:gsub("[%%_\\]", "\\%0") .. "%"
-  local rows, err = self.c:query("SELECT k, v FROM mocdc.state WHERE k LIKE " .. q(self, like))
+  local rows, err = run(self, "query", function() return "SELECT k, v FROM mocdc.state WHERE k LIKE " .. q(self, like) end)
   if not rows then return nil, err end
   local out = {}
   for _, r in ipairs(rows) do out[r[1]] = r[2] end
@@ -83,11 +107,15 @@ function M.open(o)
     local ok, e2 = c:exec("CREATE DATABASE IF NOT EXISTS mocdc")
     if ok then ok, e2 = c:exec("CREATE TABLE IF NOT EXISTS mocdc.state (k VARCHAR(255) NOT NULL PRIMARY KEY, v LONGTEXT NOT NULL)") end
     if not ok then errors.raise("state store " .. c.label .. ": " .. tostring(e2), 2) end
-    return setmetatable({ c = c, remote = true }, Remote)
+    return setmetatable({ c = c, uri = o.state_uri, remote = true }, Remote)
   end
   local dir = M.dir(o)
-  local store, err = checkpoint.open(dir .. "/state.db")
+  local path = dir .. "/state.db"
+  local fresh = not util.exists(path)
+  local store, err = checkpoint.open(path)
   if not store then errors.raise(string.format("state directory %s: %s", dir, err), 2) end
+  -- task configs hold the endpoints' credentials: owner-only
+  if fresh then os.execute("chmod 600 '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null") end
   return store
 end
 

@@ -31,16 +31,21 @@ Usage:
 Common flags:
   --state-dir DIR        local state store (default $MOCDC_HOME or ~/.mocdc)
   --state-uri URI        shared state store in a MySQL-protocol database
+  --state-uri-file F     the same, read from a file (keeps its password out of ps)
   --source-password-file F / --sink-password-file F   read passwords from files
   MOCDC_SOURCE_PASSWORD / MOCDC_SINK_PASSWORD           passwords from the environment
-Timestamps (--start-ts/--end-ts) are "YYYY-MM-DD HH:MM:SS" in UTC.
+Timestamps (--start-ts/--end-ts) are "YYYY-MM-DD HH:MM:SS" in UTC; after --end-ts the task stops by itself.
+A password file always wins; the environment only fills a URI without a password.
+restart discards the task's progress, empties its sink tables and copies them again.
+--error-handle-option ignore skips rows the sink refuses and records each one in
+<state-dir>/tasks/<task-id>/dead_letter.jsonl; task show counts them in err-msg.
 ]]
 
 local BOOL = { ["no-full"] = true, all = true, help = true }
 
 -- Flags each command accepts (anything else is refused, so a typo never
 -- silently changes what a task does).
-local COMMON = { "state-dir", "state-uri", "help", "source-password-file", "sink-password-file" }
+local COMMON = { "state-dir", "state-uri", "state-uri-file", "help", "source-password-file", "sink-password-file" }
 local ALLOWED = {
   create = { "task-name", "source-uri", "sink-uri", "sink-type", "level", "account", "databases", "tables",
     "no-full", "start-ts", "end-ts", "send-sql-timeout", "max-sql-length", "exclude", "error-handle-option" },
@@ -126,8 +131,15 @@ local function owner_of(uri_s)
   return string.format("%s@%s:%d", u.login or u.user or "", u.host, u.port)
 end
 
+-- --state-uri, or --state-uri-file (a file holding the URI: keeps its
+-- password out of `ps`; workers always get it this way).
+local function state_uri_of(f)
+  if f["state-uri-file"] then return read_file_trim("state-uri-file", f["state-uri-file"]) end
+  return f["state-uri"]
+end
+
 local function open_state(f)
-  return state.open({ state_dir = f["state-dir"], state_uri = f["state-uri"] })
+  return state.open({ state_dir = f["state-dir"], state_uri = state_uri_of(f) })
 end
 
 local function get_json(st, k)
@@ -187,6 +199,21 @@ local function worker_alive(pid, id)
 end
 M.worker_alive = worker_alive
 
+local HOST = (function()
+  local fh = io.open("/proc/sys/kernel/hostname")
+  local h = fh and fh:read("*l")
+  if fh then fh:close() end
+  return h or os.getenv("HOSTNAME") or "localhost"
+end)()
+
+-- Is the worker a status names alive? A worker on another host (a shared
+-- --state-uri store) cannot be checked from here: its own report stands.
+local function remote(s) return s.host ~= nil and s.host ~= HOST end
+local function status_alive(s, id)
+  if remote(s) then return s.state == "running" end
+  return worker_alive(s.pid, id)
+end
+
 -- A worker launched by create/resume/restart/serve has this long to register.
 local LAUNCH_GRACE = 20
 
@@ -208,7 +235,7 @@ function M.effective_status(st, cfg)
         s.err = "the task worker did not start; see its log under the state directory, then run mocdc task resume"
       end
     end
-  elseif s.state == "running" and not worker_alive(s.pid, cfg.id) then
+  elseif s.state == "running" and not status_alive(s, cfg.id) then
     s.state = "stopped"
     if (s.err == "" or s.err:match("^R:")) and desired == "running" then
       s.err = string.format("worker process %s exited unexpectedly; run mocdc task resume or mocdc serve", tostring(s.pid))
@@ -248,7 +275,7 @@ function M.show_entry(st, cfg)
   for tname in pairs(s.checkpoint or {}) do names[#names + 1] = tname end
   table.sort(names)
   local cp = { "{\n" }
-  for _, n in ipairs(names) do cp[#cp + 1] = string.format("  %q: %s,\n", n, go_time(s.checkpoint[n])) end
+  for _, n in ipairs(names) do cp[#cp + 1] = string.format("  %s: %s,\n", cjson.encode(n), go_time(s.checkpoint[n])) end
   cp[#cp + 1] = "}"
   local err = s.err or ""
   if (s.dead_letters or 0) > 0 then
@@ -265,8 +292,19 @@ end
 local function spawn_worker(f, cfg)
   local dir = state.dir({ state_dir = f["state-dir"] })
   util.mkdir_p(dir .. "/logs")
-  local argv = { util.exe_path(), "task-worker", cfg.id }
-  if f["state-uri"] then argv[#argv + 1] = "--state-uri"; argv[#argv + 1] = f["state-uri"] end
+  -- after an upgrade replaced the binary, /proc/self/exe reads "<path> (deleted)": run the new one
+  local exe = util.exe_path():gsub(" %(deleted%)$", "")
+  local argv = { exe, "task-worker", cfg.id }
+  local su = state_uri_of(f)
+  if su then
+    local path = dir .. "/state-uri"
+    os.execute("umask 077 && : > '" .. path:gsub("'", "'\\''") .. "'")
+    local fh = io.open(path, "w")
+    if not fh then errors.raise("cannot write " .. path) end
+    fh:write(su, "\n")
+    fh:close()
+    argv[#argv + 1] = "--state-uri-file"; argv[#argv + 1] = path
+  end
   if f["state-dir"] then argv[#argv + 1] = "--state-dir"; argv[#argv + 1] = f["state-dir"] end
   local logpath = dir .. "/logs/" .. cfg.name:gsub("[^%w_.-]", "_") .. ".log"
   local ok, err = util.spawn(argv, logpath)
@@ -278,7 +316,7 @@ end
 -- and pause waits for it), then launch it.
 local function launch(f, st, cfg, s)
   s = s or get_json(st, key(cfg.id, "status")) or {}
-  s.state, s.launched, s.pid, s.finished = "starting", util.now(), nil, nil
+  s.state, s.launched, s.pid, s.host, s.finished = "starting", util.now(), nil, HOST, nil
   s.err = ""
   st:set(key(cfg.id, "status"), cjson.encode(s))
   return spawn_worker(f, cfg)
@@ -289,7 +327,7 @@ local function wait_started(st, cfg, timeout)
   local deadline = util.mono() + (timeout or LAUNCH_GRACE)
   while util.mono() < deadline do
     local s = get_json(st, key(cfg.id, "status"))
-    if s and s.state == "running" and worker_alive(s.pid, cfg.id) then return true end
+    if s and s.state == "running" and status_alive(s, cfg.id) then return true end
     if s and s.state == "stopped" then
       if (s.err or "") ~= "" then return false, s.err end
       return true
@@ -307,7 +345,14 @@ local function stop_worker(st, cfg, timeout)
   local deadline = util.mono() + (timeout or STOP_TIMEOUT)
   while true do
     local s = get_json(st, key(cfg.id, "status")) or {}
-    if worker_alive(s.pid, cfg.id) then
+    if remote(s) and s.state == "running" then
+      -- a worker on another host polls the desired state and stops by itself
+      if util.mono() >= deadline then
+        errors.raise(string.format("task '%s': its worker on host %s did not stop within %d s", cfg.name, s.host,
+          timeout or STOP_TIMEOUT))
+      end
+      util.sleep(0.2)
+    elseif worker_alive(s.pid, cfg.id) then
       util.kill(s.pid, 15)
       while worker_alive(s.pid, cfg.id) and util.mono() < deadline do util.sleep(0.05) end
       if worker_alive(s.pid, cfg.id) then
@@ -505,20 +550,37 @@ function M.show(f)
   end)
 end
 
+-- Apply fn to each selected task; with --all a failure on one task does not
+-- stop the others (the first failure is reported after all were tried).
+local function each_task(st, f, fn)
+  local failed, first = 0, nil
+  for _, cfg in ipairs(select_tasks(st, f, true)) do
+    local ok, e = pcall(fn, cfg)
+    if not ok then
+      if not f.all then error(e, 0) end
+      failed, first = failed + 1, first or e
+    end
+  end
+  if first then
+    errors.raise(string.format("%s%s", errors.message(first),
+      failed > 1 and string.format(" (and %d more task(s) failed)", failed - 1) or ""))
+  end
+  return 0
+end
+
 function M.pause(f)
   return with_state(f, function(st)
-    for _, cfg in ipairs(select_tasks(st, f, true)) do
+    return each_task(st, f, function(cfg)
       st:set(key(cfg.id, "desired"), "paused")
       stop_worker(st, cfg)
       io.stderr:write(string.format("task '%s' paused\n", cfg.name))
-    end
-    return 0
+    end)
   end)
 end
 
 local function start(f, cfg, st, fresh)
   local s = get_json(st, key(cfg.id, "status")) or {}
-  if worker_alive(s.pid, cfg.id) or launching(s) then
+  if status_alive(s, cfg.id) or launching(s) then
     errors.raise(string.format("task '%s' is running; only a stopped task can be resumed (mocdc task pause first)", cfg.name), 2)
   end
   s.checkpoint = s.checkpoint or {}
@@ -589,15 +651,14 @@ end
 
 function M.drop(f)
   return with_state(f, function(st)
-    for _, cfg in ipairs(select_tasks(st, f, true)) do
+    return each_task(st, f, function(cfg)
       st:set(key(cfg.id, "desired"), "dropped")
       stop_worker(st, cfg)
       discard_progress(cfg, false)
       local n, err = st:delete_prefix("task/" .. cfg.id .. "/")
       if not n then errors.raise(string.format("task '%s': cannot remove it from the state store: %s", cfg.name, tostring(err))) end
       io.stderr:write(string.format("task '%s' dropped\n", cfg.name))
-    end
-    return 0
+    end)
   end)
 end
 
@@ -633,7 +694,7 @@ function M.worker(id, f)
   end
   local status = get_json(st, key(id, "status")) or {}
   -- never two workers for one task, never one the operator no longer wants
-  if status.pid ~= me and worker_alive(status.pid, id) and status.state == "running" then
+  if status.pid ~= me and status_alive(status, id) and status.state == "running" then
     log.warn("task %s: worker %d is already running it; exiting", cfg.name, status.pid)
     st:close()
     return 0
@@ -648,7 +709,7 @@ function M.worker(id, f)
     st:close()
     return 0
   end
-  status.state, status.pid, status.err, status.started = "running", me, "", util.now()
+  status.state, status.pid, status.host, status.err, status.started = "running", me, HOST, "", util.now()
   status.launched, status.finished = nil, nil
   status.checkpoint = status.checkpoint or {}
   save()
@@ -668,11 +729,14 @@ function M.worker(id, f)
   local last_status = 0
   local ctx = { name = "task:" .. id, vars = {} }
   ctx.should_stop = stop_wanted
-  ctx.on_checkpoint = function(tables, pos)
+  -- on_checkpoint(tables) once positioned; (tables, pos) after a sink commit or
+  -- when idle and caught up: only the latter proves the failure point is passed
+  ctx.on_checkpoint = function(tables, ...)
+    local pos = ...
     local now = util.now()
     for _, t in ipairs(tables) do status.checkpoint[t.src_label] = now end
-    status.position = pos
-    local recovered = attempt > 0
+    if pos then status.position = pos end
+    local recovered = attempt > 0 and select("#", ...) > 0
     if recovered then
       log.info("task %s: recovered after %d retr%s", cfg.name, attempt, attempt == 1 and "y" or "ies")
       attempt, backoff, first_err, status.err = 0, 0.2, nil, ""
@@ -756,33 +820,50 @@ end
 -- process each, restarting workers that die; SIGTERM pauses all at a safe
 -- point (the workers get SIGTERM) and exits 0. The desired states are kept, so
 -- the next `mocdc serve` runs the same tasks again.
+M.SERVE_HELP = [[
+Usage: mocdc serve [--state-dir DIR | --state-uri URI | --state-uri-file FILE]
+
+Runs every task of the state store whose desired state is running, one worker
+process each, and restarts workers that die. SIGTERM (or SIGINT) pauses them at
+a safe point and exits 0; the next `mocdc serve` runs the same tasks again.
+]]
+
 function M.serve(f)
+  if f.help then io.write(M.SERVE_HELP) return 0 end
+  -- other flags are not refused here: `mocdc serve` is shared with the subscription executor
   local st = open_state(f)
   log.info("mocdc serve: supervising the tasks of %s",
     f["state-uri"] and log.mask(f["state-uri"]) or state.dir({ state_dir = f["state-dir"] }))
-  local ok, err = pcall(function()
-    while not util.stop_requested() do
+  while not util.stop_requested() do
+    -- one pass over the tasks; a failing pass (store unreachable for a moment) is logged and retried
+    local okp, perr = pcall(function()
       for _, cfg in ipairs(all_tasks(st, nil)) do
         local desired = st:get(key(cfg.id, "desired")) or "running"
         local s = get_json(st, key(cfg.id, "status")) or {}
         local failed = (s.err or "") ~= "" and not s.err:match("^R:") and s.state == "stopped"
-        if desired == "running" and not worker_alive(s.pid, cfg.id) and not launching(s) and not s.finished
+        if desired == "running" and not status_alive(s, cfg.id) and not launching(s) and not s.finished
           and not failed then
           log.info("starting the worker of task %s", cfg.name)
           launch(f, st, cfg, s)
         end
       end
-      util.sleep(1)
-    end
-  end)
-  if not ok then log.error("mocdc serve: %s", errors.message(err)) end
+    end)
+    if not okp then log.warn("mocdc serve: %s (retrying)", errors.message(perr)) end
+    util.sleep(1)
+  end
   log.info("mocdc serve: stopping the workers at a safe point")
   util.clear_stop()
-  for _, cfg in ipairs(all_tasks(st, nil)) do stop_worker(st, cfg) end
+  local rc = 0
+  for _, cfg in ipairs(all_tasks(st, nil)) do
+    local okw, werr = pcall(stop_worker, st, cfg)
+    if not okw then
+      log.error("mocdc serve: %s", errors.message(werr))
+      rc = 1
+    end
+  end
   st:close()
   log.info("mocdc serve: stopped")
-  if not ok then error(err, 0) end
-  return 0
+  return rc
 end
 
 function M.main(args)

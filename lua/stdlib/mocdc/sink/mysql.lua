@@ -47,7 +47,9 @@ function M.open(uri, opts)
   self.ignore = eh == "ignore"
   self.dead_letter = opts.deadLetter
   self.on_dead_letter = opts.onDeadLetter
-  self.use_load_data = self.dialect == "mysql" and opts.loadData ~= false and
+  -- error-handle-option=ignore needs row-level failures: the full copy then
+  -- takes the SQL path (apply_batch), whose failing rows become dead letters
+  self.use_load_data = self.dialect == "mysql" and opts.loadData ~= false and not self.ignore and
     tostring(c:variable("local_infile") or "ON"):upper() ~= "OFF"
   return self
 end
@@ -210,13 +212,24 @@ end
 
 -- Apply a batch (rows already in sink column order) with the SQL builder.
 function Sink:apply_batch(batch, t, mode)
-  local stmts, err = sqlbuild.build(batch, { table = schema.qname(t.dst_db, t.dst_table),
-    key = t.dst_key_idx or t.key_idx, mode = mode or "replace", dialect = self.dialect, max_len = self.max_sql })
+  local opts = { table = schema.qname(t.dst_db, t.dst_table),
+    key = t.dst_key_idx or t.key_idx, mode = mode or "replace", dialect = self.dialect, max_len = self.max_sql }
+  local stmts, err = sqlbuild.build(batch, opts)
   if not stmts then
+    if self.ignore and #opts.key > 0 then self:apply_one_by_one(t, batch, opts) return 0 end
     errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err))
   end
   for _, sql in ipairs(stmts) do
-    self:exec(sql, "writing to " .. t.dst_db .. "." .. t.dst_table)
+    local n, eerr, code = self.c:exec(sql)
+    if not n then
+      -- error-handle-option=ignore: as in apply_changes (REPLACE by key is idempotent)
+      if self.ignore and #opts.key > 0 and not require("mocdc.task").retryable({ code = code, msg = eerr }) then
+        self:apply_one_by_one(t, batch, opts)
+        return #stmts
+      end
+      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s", self.c.label, t.dst_db, t.dst_table, eerr,
+        code and (" (error " .. code .. ")") or ""), code)
+    end
   end
   return #stmts
 end
