@@ -100,36 +100,53 @@ local function cmd_run(args)
 end
 
 function M.completion(shell)
-  local cmds = "run task serve version help completion"
+  local cmds = "run task serve sql version help completion"
   local sub = "create show pause resume restart drop"
   local flags = "--task-name --source-uri --sink-uri --sink-type --level --account --databases --tables " ..
     "--no-full --start-ts --end-ts --send-sql-timeout --max-sql-length --exclude --error-handle-option --all " ..
-    "--state-dir --state-uri --source-password-file --sink-password-file"
+    "--state-dir --state-uri --state-uri-file --source-password-file --sink-password-file --help"
+  local serve_flags = "--state-dir --state-uri --state-uri-file --help"
   if shell == "bash" then
     print(string.format([[
 _mocdc() {
-  local cur=${COMP_WORDS[COMP_CWORD]}
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
   if [ "$COMP_CWORD" -eq 1 ]; then COMPREPLY=($(compgen -W "%s" -- "$cur")); return; fi
+  case "$prev" in
+    --sink-type) COMPREPLY=($(compgen -W "mysql matrixone" -- "$cur")); return ;;
+    --level) COMPREPLY=($(compgen -W "account database table" -- "$cur")); return ;;
+    --error-handle-option) COMPREPLY=($(compgen -W "stop ignore" -- "$cur")); return ;;
+    --state-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    --source-password-file|--sink-password-file|--state-uri-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+  esac
   case "${COMP_WORDS[1]}" in
     task) if [ "$COMP_CWORD" -eq 2 ]; then COMPREPLY=($(compgen -W "%s" -- "$cur"));
           else COMPREPLY=($(compgen -W "%s" -- "$cur")); fi ;;
+    serve) COMPREPLY=($(compgen -W "%s" -- "$cur")) ;;
+    completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
     run) COMPREPLY=($(compgen -f -X '!*.lua' -- "$cur") $(compgen -W "--set --once --quiet --verbose" -- "$cur")) ;;
   esac
 }
-complete -o default -F _mocdc mocdc]], cmds, sub, flags))
+complete -o default -F _mocdc mocdc]], cmds, sub, flags, serve_flags))
   elseif shell == "zsh" then
     print(string.format([[
 #compdef mocdc
 _mocdc() {
   if (( CURRENT == 2 )); then compadd %s; return; fi
+  case $words[CURRENT-1] in
+    --sink-type) compadd mysql matrixone; return ;;
+    --level) compadd account database table; return ;;
+    --error-handle-option) compadd stop ignore; return ;;
+  esac
   case $words[2] in
     task) if (( CURRENT == 3 )); then compadd %s; else compadd -- %s; fi ;;
+    serve) compadd -- %s ;;
+    completion) compadd bash zsh ;;
     run) _files -g '*.lua' ;;
   esac
 }
-compdef _mocdc mocdc]], cmds, sub, flags))
+compdef _mocdc mocdc]], cmds, sub, flags, serve_flags))
   else
-    errors.raise("completion needs bash or zsh", 2)
+    errors.raise("completion needs bash or zsh: mocdc completion bash|zsh", 2)
   end
   return 0
 end
