@@ -218,6 +218,27 @@ mdb.describe("binlog pipeline (issue 3)", function()
     assert.same({ { "20", "After" } }, (sink:rows("SELECT order_id, status FROM analytics_db.orders_backup ORDER BY order_id")))
   end)
 
+  it("isolates errors per table: one failing table stops, the others stay in sync", function()
+    local cp = fresh("pertable")
+    src:sql([[DROP DATABASE IF EXISTS iso; CREATE DATABASE iso;
+      CREATE TABLE iso.good (id INT PRIMARY KEY, v INT); CREATE TABLE iso.bad (id INT PRIMARY KEY, v INT);]])
+    sink:sql([[DROP DATABASE IF EXISTS iso; CREATE DATABASE iso;
+      CREATE TABLE iso.good (id INT PRIMARY KEY, v INT);
+      CREATE TABLE iso.bad (id INT PRIMARY KEY, v INT, CONSTRAINT small CHECK (v < 100));]])
+    local args = { "--set", "tables=iso.good,iso.bad" }
+    local rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    src:sql([[INSERT INTO iso.good VALUES (1, 1); INSERT INTO iso.bad VALUES (1, 5);
+      START TRANSACTION; INSERT INTO iso.good VALUES (2, 2); INSERT INTO iso.bad VALUES (2, 500); COMMIT;
+      INSERT INTO iso.good VALUES (3, 3);]])
+    rc, _, err = run(cp, args)
+    assert.is_not.equals(0, rc)
+    assert.is_true(cli.one_line(err), err)
+    assert.matches("1 table%(s%) stopped, the others are in sync: iso%.bad: .*small", err)
+    assert.same({ { "1", "1" }, { "2", "2" }, { "3", "3" } }, (sink:rows("SELECT * FROM iso.good ORDER BY id")))
+    assert.same({ { "1", "5" } }, (sink:rows("SELECT * FROM iso.bad ORDER BY id")))
+  end)
+
   it("reports a purged binlog with what to do", function()
     local cp = fresh("purge")
     local rc, _, err = run(cp)

@@ -79,7 +79,7 @@ function M.one_line(s)
   local errs = 0
   for line in s:gmatch("[^\n]+") do
     if line:match("^mocdc: error: ") then errs = errs + 1
-    elseif not line:match("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z INFO ") then return false end
+    elseif not line:match("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z %u+ ") then return false end
   end
   return errs == 1 and s:match("mocdc: error: [^\n]*\n$") ~= nil
 end

@@ -182,7 +182,22 @@ function Runner:main()
     for _, t in ipairs(list) do self.by_name[t.src_db .. "\0" .. t.src_table] = t end
     self:initial_positions()
     if self.ctx.on_checkpoint then self.ctx.on_checkpoint(self.tables) end -- copied / positioned: in sync
-    return self:stream_loop()
+    while true do
+      local ok2, r = pcall(self.stream_loop, self)
+      if ok2 then
+        local failed = {}
+        for _, t in ipairs(self.tables) do
+          if t.failed then failed[#failed + 1] = t.src_label .. ": " .. t.failed end
+        end
+        if #failed > 0 then
+          errors.raise(string.format("%d table(s) stopped, the others are in sync: %s", #failed, table.concat(failed, "; ")))
+        end
+        return r
+      end
+      if not (type(r) == "table" and r.restart_stream) then error(r, 0) end
+      if self.stream_h then self.stream_h:close() self.stream_h = nil end
+      self.last_commit = nil
+    end
   end)
   if self.stream_h then self.stream_h:close() end
   if self.sink then pcall(self.sink.rollback, self.sink) self.sink:close() end
@@ -239,7 +254,25 @@ function Runner:initial_positions()
 end
 
 function Runner:selected(db, tbl)
-  return self.by_name[db .. "\0" .. tbl] ~= nil
+  local t = self.by_name[db .. "\0" .. tbl]
+  return t ~= nil and not t.failed
+end
+
+-- Errors are per table: a table whose changes cannot be applied (and not a
+-- transient error) is stopped with its watermark frozen; the open sink
+-- transaction is rolled back and the stream restarts from the last committed
+-- position for the other tables, so none of their changes is lost.
+function Runner:table_failed(t, e)
+  if require("mocdc.task").retryable(e) then error(e, 0) end
+  local active = 0
+  for _, x in ipairs(self.tables) do if not x.failed then active = active + 1 end end
+  if active <= 1 then error(e, 0) end
+  self.sink:rollback()
+  self.in_txn, self.mid_txn = false, false
+  t.failed = errors.message(e)
+  log.error("table %s stopped (the other tables go on): %s", t.src_label, t.failed)
+  if self.ctx.on_table_error then self.ctx.on_table_error(t, t.failed) end
+  error({ restart_stream = true }, 0)
 end
 
 -- Apply one batch of changes of table t inside the open sink transaction.
@@ -254,7 +287,11 @@ function Runner:apply(t, b)
     if b:count() == 0 then b:free() return end
   end
   self.mid_txn = true
-  sink:apply_changes(t, b, self.cur_ev)
+  local ok, e = pcall(sink.apply_changes, sink, t, b, self.cur_ev)
+  if not ok then
+    if self.transform then b:free() end
+    self:table_failed(t, e)
+  end
   local n = b:count()
   if self.transform then b:free() end
   self.txn_rows = self.txn_rows + n
@@ -288,8 +325,10 @@ function Runner:flush(pos)
   assert(not self.mid_txn, "internal: flush inside a source transaction")
   local sink = self.sink
   for _, t in ipairs(self.tables) do
-    t.pos = position.max(t.pos, pos)
-    sink:set_watermark(t.src_label, t.dst_db .. "." .. t.dst_table, "cdc", nil, t.pos)
+    if not t.failed then
+      t.pos = position.max(t.pos, pos)
+      sink:set_watermark(t.src_label, t.dst_db .. "." .. t.dst_table, "cdc", nil, t.pos)
+    end
   end
   sink:commit()
   self.in_txn = false
@@ -357,7 +396,9 @@ end
 function Runner:stream_loop()
   local o, src = self.o, self.src
   local start
-  for _, t in ipairs(self.tables) do start = start and position.min(start, t.pos) or t.pos end
+  for _, t in ipairs(self.tables) do
+    if not t.failed then start = start and position.min(start, t.pos) or t.pos end
+  end
   local target = self.run_opts.once and M.master_status(src.c) or nil
   local function caught_up(pos)
     return target and position.compare(pos, target) >= 0

@@ -710,6 +710,7 @@ function M.worker(id, f)
     return 0
   end
   status.state, status.pid, status.host, status.err, status.started = "running", me, HOST, "", util.now()
+  status.table_err = nil -- stopped tables are retried by a new worker
   status.launched, status.finished = nil, nil
   status.checkpoint = status.checkpoint or {}
   save()
@@ -734,17 +735,27 @@ function M.worker(id, f)
   ctx.on_checkpoint = function(tables, ...)
     local pos = ...
     local now = util.now()
-    for _, t in ipairs(tables) do status.checkpoint[t.src_label] = now end
+    for _, t in ipairs(tables) do
+      if not t.failed then status.checkpoint[t.src_label] = now end
+    end
     if pos then status.position = pos end
     local recovered = attempt > 0 and select("#", ...) > 0
     if recovered then
       log.info("task %s: recovered after %d retr%s", cfg.name, attempt, attempt == 1 and "y" or "ies")
-      attempt, backoff, first_err, status.err = 0, 0.2, nil, ""
+      attempt, backoff, first_err, status.err = 0, 0.2, nil, status.table_err or ""
     end
     if recovered or util.mono() - last_status > 0.5 then
       last_status = util.mono()
       save()
     end
+  end
+  -- one table failed (not transient): it stops, the others go on (per-table errors)
+  ctx.on_table_error = function(t, msg)
+    local parts = { status.table_err }
+    parts[#parts + 1] = string.format("N:%s:%s:%s", go_time(util.now()), t.src_label, log.mask(msg))
+    status.table_err = table.concat(parts, "; ")
+    status.err = status.table_err
+    save()
   end
   ctx.on_dead_letter = function(n, path)
     status.dead_letters = (status.dead_letters or 0) + n
