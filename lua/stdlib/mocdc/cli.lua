@@ -11,7 +11,10 @@ mocdc - change data capture between MySQL-protocol databases (MatrixOne, MySQL, 
 Usage:
   mocdc run FILE.lua [--set name=value ...] [--once]   run a pipeline script
   mocdc task create|show|pause|resume|restart|drop ... manage background sync tasks (mocdc task --help)
-  mocdc serve [--state-dir DIR | --state-uri URI]      run every task of a state store in the foreground
+  mocdc serve [--state-dir DIR | --state-uri URI]      run every task (and, with --state-uri, every
+                                                       subscription) of a state store in the foreground
+  mocdc sql --sink-uri URI "STATEMENT"                 CREATE SUBSCRIPTION ... | SHOW SUBSCRIPTIONS |
+                                                       DROP SUBSCRIPTION name, run against the downstream
   mocdc completion bash|zsh                            print a shell completion script
   mocdc version                                        print versions of mocdc and its libraries
   mocdc help | --help                                  this text
@@ -123,6 +126,7 @@ _mocdc() {
           else COMPREPLY=($(compgen -W "%s" -- "$cur")); fi ;;
     serve) COMPREPLY=($(compgen -W "%s" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
+    sql) COMPREPLY=($(compgen -W "--sink-uri --batch" -- "$cur")) ;;
     run) COMPREPLY=($(compgen -f -X '!*.lua' -- "$cur") $(compgen -W "--set --once --quiet --verbose" -- "$cur")) ;;
   esac
 }
@@ -183,7 +187,10 @@ function M.main(args)
       return require("mocdc.task").worker(id, f)
     end)
   elseif cmd == "serve" then
-    return protected(function() return require("mocdc.task").serve(require("mocdc.task").parse_flags(rest)) end)
+    -- with --state-uri: subscription executor + scanner + task supervisor; else the task supervisor
+    return protected(function() return require("mocdc.subscription").serve(require("mocdc.task").parse_flags(rest)) end)
+  elseif cmd == "sql" then
+    return protected(require("mocdc.subscription").sql_main, rest)
   elseif cmd == "completion" then
     return protected(function() return M.completion(rest[1]) end)
   end

@@ -28,8 +28,9 @@ local function sources(ctx)
   end
   load.snapshot = source("snapshot")
   load.binlog = source("binlog")
+  load.matrixone = source("matrixone")
   return setmetatable(load, { __index = function(_, k)
-    error(string.format("unknown source load.%s (available: snapshot, binlog)", tostring(k)), 2)
+    error(string.format("unknown source load.%s (available: snapshot, binlog, matrixone)", tostring(k)), 2)
   end })
 end
 

@@ -90,8 +90,13 @@ function M.run(ctx, run_opts)
   local results = {}
   for _, job in ipairs(ctx.jobs) do
     local kind = job.stream.source.kind
-    if kind == "snapshot" then
+    if kind == "snapshot" and require("mocdc.source.diff").interval(job) then
+      -- duration = N: full copy, then a chunk-diff iteration every N seconds
+      results[#results + 1] = require("mocdc.source.diff").run(job, ctx, run_opts)
+    elseif kind == "snapshot" then
       results[#results + 1] = M.run_snapshot(job, ctx, run_opts)
+    elseif kind == "matrixone" then
+      results[#results + 1] = require("mocdc.source.matrixone").run(job, ctx, run_opts)
     elseif kind == "binlog" then
       results[#results + 1] = require("mocdc.cdc").run(job, ctx, run_opts)
     else

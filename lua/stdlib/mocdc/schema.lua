@@ -45,7 +45,7 @@ end
 -- Base tables of a server, excluding system schemas: array of {db, table}.
 function M.list_tables(c)
   local rows = q(c, "SELECT table_schema, table_name FROM information_schema.tables " ..
-    "WHERE table_type = 'BASE TABLE' ORDER BY table_schema, table_name")
+    "WHERE table_type IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY table_schema, table_name")
   local out = {}
   for _, r in ipairs(rows) do
     if not M.SYSTEM_DBS[r[1]] then out[#out + 1] = { db = r[1], table = r[2] } end

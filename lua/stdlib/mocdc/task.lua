@@ -409,7 +409,11 @@ function M.validate(cfg)
   if not src then errors.raise(err) end
   local ok, e = pcall(function()
     if src.flavour == "matrixone" then
-      errors.raise("source " .. src.label .. " is MatrixOne: the MatrixOne (snapshot-diff) source is not yet supported by this build")
+      -- MatrixOne: snapshots + DATA BRANCH DIFF (source/matrixone.lua), no binlog options
+      if cfg.start_ts or cfg.end_ts then
+        errors.raise("source " .. src.label .. " is MatrixOne: --start-ts/--end-ts are not supported for it by mocdc yet", 2)
+      end
+      return
     end
     local r = src:query("SELECT @@log_bin, @@binlog_format")
     if r and r[1] and tostring(r[1][1]) == "1" and tostring(r[1][2]):upper() == "ROW" then
@@ -775,14 +779,18 @@ function M.worker(id, f)
       local flavour = c.flavour
       c:close()
       if flavour == "matrixone" then
-        errors.raise("MatrixOne sources are not yet supported by this build (snapshot-diff source)")
+        -- snapshots + DATA BRANCH DIFF every second (MatrixOne's own CDC polls at 200 ms)
+        job.stream.source.kind = "matrixone"
+        job.opts.duration = job.opts.duration or 1
+        return require("mocdc.source.matrixone").run(job, ctx, {})
       end
       if r and r[1] and tostring(r[1][1]) == "1" and tostring(r[1][2]):upper() == "ROW" then
         return require("mocdc.cdc").run(job, ctx, {})
       end
+      -- no row binlog: full copy, then chunk-checksum diff iterations
       job.stream.source.kind = "snapshot"
-      require("mocdc.runner").run_snapshot(job, ctx, {})
-      errors.raise("source has no row binlog: the full copy is done; continuous sync needs log_bin=ON and binlog_format=ROW")
+      job.opts.duration = job.opts.duration or 2
+      return require("mocdc.source.diff").run(job, ctx, {})
     end)
     if stop_wanted() then
       outcome = "paused"

@@ -1,0 +1,738 @@
+-- Snapshot diffing: keeps a sink in sync with a source that has no change log
+-- we can read (MatrixOne without DATA BRANCH DIFF, any MySQL-protocol server
+-- with load.snapshot{...} and `duration`), one iteration at a time.
+--
+-- Per table and iteration, inside ONE consistent snapshot of the source:
+--  1. gate: `CHECKSUM TABLE` (MariaDB/MySQL; it reads the snapshot) equal to
+--     the one stored with the last iteration -> nothing changed, nothing is
+--     fetched. Every `fullCheckInterval` seconds (default 300) the chunk sums
+--     are recomputed anyway (the gate is a 32-bit CRC sum; the chunks are not).
+--  2. recompute the object list's chunk checksums (mocdc.diff) at the stored
+--     boundaries and compare them with the list stored in the sink
+--     (`mocdc.diff_state`, written in the same sink transaction as the data);
+--  3. for each changed chunk: when it holds more than `leafRows` rows, split
+--     it at keys sampled from the source and compare the sub-ranges' sums on
+--     both servers (data-diff's bisection), recursing into those that differ;
+--     otherwise fetch the range from the source and the previous state of
+--     the range (the sink's rows, or a time-travel read where the source
+--     supports it: `opts.old_table(t)`) and merge them by key in C
+--     (diff.rows) into inserts / updates / deletes;
+--  4. apply them with the sink (deletes first, REPLACE by key) and, in the
+--     same transaction, store the new list and the watermark. Big iterations
+--     commit every `batchSize` changed rows with a list that is exact for
+--     every chunk (processed chunks carry their new sums, the others their
+--     old ones), so a crash at any point loses nothing and repeats nothing.
+--  5. rebalance the list for the next iteration: chunks above 2 x chunkRows
+--     are split at sampled keys, runs of small ones merged (sums add).
+-- A table without stored list (first iteration after a resumed copy, lost
+-- state) is reconciled against the sink: same boundaries, sums on both
+-- servers, differing chunks merged as above.
+--
+-- MariaDB system-versioned tables (timestamp-based) keep their history, so no
+-- checksum is needed: the keys changed since the last iteration are those with
+-- a version created or ended after `vlo` (the earlier of the last snapshot's
+-- time and the start of the oldest transaction then active, so a transaction
+-- that committed after that snapshot is never missed); only those rows are
+-- fetched and merged. Needs the PROCESS privilege (information_schema.innodb_trx);
+-- without it the table is diffed by chunk checksums.
+local batchlib = require("mocdc.batch")
+local cjson = require("cjson")
+local copy = require("mocdc.copy")
+local diff = require("mocdc.diff")
+local errors = require("mocdc.errors")
+local log = require("mocdc.log")
+local progress = require("mocdc.progress")
+local schema = require("mocdc.schema")
+local stream = require("mocdc.stream")
+local util = require("mocdc.util.lib")
+
+local M = {}
+local Engine = {}
+Engine.__index = Engine
+
+local function num_opt(o, name, default, min)
+  local v = o[name]
+  if v == nil or v == "" then return default end
+  local n = tonumber(v)
+  if not n or n < (min or 1) then
+    errors.raise(string.format("option %s = '%s' must be a number >= %s", name, tostring(v), tostring(min or 1)), 2)
+  end
+  return n
+end
+M.num_opt = num_opt
+
+-- Lower bound for the next change scan of system-versioned tables, taken
+-- BEFORE the snapshot starts: the earlier of now and the start of the oldest
+-- open transaction (a transaction not in the snapshot commits later, but
+-- stamps its row versions with times >= its start). nil when unknown.
+function M.version_lo(c)
+  if c.flavour ~= "mariadb" then return nil end
+  local r = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(trx_started) FROM information_schema.innodb_trx)")
+  if type(r) ~= "table" or not r[1] then return nil end
+  local now, oldest = r[1][1], r[1][2]
+  if type(oldest) == "string" and oldest < now then return oldest end
+  return now
+end
+
+-- Engine.new{src=, sink=, opts=, transforms=, pipeline=}
+--   src: a source object with .c (a connection inside the snapshot) and
+--        optionally :table_ref(t) / :old_table_ref(t) (time travel);
+--   sink: mocdc.sink.mysql; opts: source + save options merged.
+function M.new(e)
+  local o = e.opts or {}
+  local self = setmetatable({
+    src = e.src, sink = e.sink, o = o, transforms = e.transforms or {},
+    chunk_rows = num_opt(o, "diffChunkRows", 1000),
+    leaf_rows = num_opt(o, "leafRows", 20000),
+    batch_rows = num_opt(o, "batchSize", 5000),
+    full_check = num_opt(o, "fullCheckInterval", 300, 0),
+    mode = o.checksum or (e.src.c.flavour == "matrixone" and "md5crc" or "md5"),
+    no_key_max = num_opt(o, "noKeyMaxRows", 1000000),
+    hooks = e.hooks or {},
+  }, Engine)
+  if self.mode ~= "md5" and self.mode ~= "md5crc" then
+    errors.raise(string.format("option checksum = '%s' must be md5 or md5crc", tostring(self.mode)), 2)
+  end
+  self.fn = stream.compile(self.transforms)
+  return self
+end
+
+function Engine:state_table()
+  return schema.qname(self.sink.wm_db, "diff_state")
+end
+
+function Engine:ensure_state_table()
+  if self.state_ready then return end
+  self.sink:ensure_watermark()
+  self.sink:exec("CREATE TABLE IF NOT EXISTS " .. self:state_table() .. [[ (
+  pipeline VARCHAR(128) NOT NULL,
+  source_table VARCHAR(400) NOT NULL,
+  state LONGTEXT NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (pipeline, source_table))]], "creating the diff state table")
+  self.state_ready = true
+end
+
+-- Prepare a table (after copy.prepare): key columns, checks, SQL pieces.
+function Engine:prepare(t)
+  t.keycols = {}
+  for j, ki in ipairs(t.key_idx) do
+    local c = t.columns[ki]
+    if c.nullable then
+      errors.raise(string.format("key column '%s' of %s is nullable; snapshot diffing needs NOT NULL key columns " ..
+        "(choose others with idCols, or add a primary key)", c.name, t.src_label), 2)
+    end
+    t.keycols[j] = c
+  end
+  t.out_columns = t.out_columns or t.columns
+  t.dst_keycols = {}
+  local dki = t.dst_key_idx or t.key_idx
+  for j, ki in ipairs(dki) do t.dst_keycols[j] = t.out_columns[ki] end
+  t.dst_label = t.dst_db .. "." .. t.dst_table
+  t.src_ref = self.src.table_ref and self.src:table_ref(t) or schema.qname(t.src_db, t.src_table)
+  t.dst_ref = schema.qname(t.dst_db, t.dst_table)
+  t.diff_sig = diff.signature(t.columns, self.mode)
+  -- sink-side checksums (bisection, reconcile) need the same columns and text
+  t.same_shape = #self.transforms == 0
+  if #t.keycols > 0 and self.src.c.flavour ~= "matrixone" and self.sink.c.flavour ~= "matrixone" then
+    self:check_collations(t)
+  end
+  t.vcols = nil
+  if #t.keycols > 0 and self.src.c.flavour == "mariadb" and self.o.versioned ~= false and self.o.versioned ~= "false" then
+    t.vcols = M.versioning(self.src.c, t)
+  end
+end
+
+-- Row start / end columns of a timestamp-versioned MariaDB table, or nil.
+function M.versioning(c, t)
+  local rows = c:query("SELECT table_type FROM information_schema.tables WHERE table_schema = '" .. c:escape(t.src_db) ..
+    "' AND table_name = '" .. c:escape(t.src_table) .. "'")
+  if type(rows) ~= "table" or not rows[1] or rows[1][1] ~= "SYSTEM VERSIONED" then return nil end
+  local ddl = t.create_sql or schema.show_create(c, t.src_db, t.src_table)
+  local rs = ddl:match("`([^`]+)`[^\n]-GENERATED ALWAYS AS ROW START")
+  local re = ddl:match("`([^`]+)`[^\n]-GENERATED ALWAYS AS ROW END")
+  if rs and re then
+    -- explicit columns: only timestamps (trx-id versioning is not a time)
+    local ls = ddl:match("`" .. rs:gsub("%p", "%%%0") .. "` ([%w]+)")
+    if not ls or not ls:lower():match("^timestamp") then return nil end
+    return { start = rs, stop = re }
+  end
+  return { start = "row_start", stop = "row_end" }
+end
+
+-- Key ranges are evaluated by both servers: string keys must sort alike.
+function Engine:check_collations(t)
+  local function coll(c, db, tbl, col)
+    local rows = c:query("SELECT collation_name FROM information_schema.columns WHERE table_schema = '" ..
+      c:escape(db) .. "' AND table_name = '" .. c:escape(tbl) .. "' AND column_name = '" .. c:escape(col) .. "'")
+    return rows and rows[1] and rows[1][1]
+  end
+  for j, kc in ipairs(t.keycols) do
+    if kc.class == "str" then
+      local a = coll(self.src.c, t.src_db, t.src_table, kc.name)
+      local b = coll(self.sink.c, t.dst_db, t.dst_table, t.dst_keycols[j].name)
+      if type(a) == "string" and type(b) == "string" and a ~= b then
+        errors.raise(string.format("key column '%s' has collation %s in %s but %s in sink table %s; snapshot " ..
+          "diffing compares key ranges on both servers: give the sink column the same collation", kc.name, a,
+          t.src_label, b, t.dst_label), 2)
+      end
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- reading
+---------------------------------------------------------------------------
+
+local function q(c, sql, what)
+  local rows, err, code = c:query(sql)
+  if not rows then
+    errors.raise(string.format("%s on %s failed: %s", what, c.label or "server", tostring(err)), code)
+  end
+  return rows
+end
+
+-- Sums of ranges on the source ("src") or on the sink ("sink"); array of {n=, s=}.
+function Engine:sums(side, t, ranges, st)
+  if #ranges == 0 then return {} end
+  local c, ref, cols, keys
+  if side == "src" then
+    c, ref, cols, keys = self.src.c, t.src_ref, t.columns, t.keycols
+  elseif side == "old" then
+    c, ref, cols, keys = self.src.c, t.old_ref, t.columns, t.keycols
+  else
+    c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols
+  end
+  local out = {}
+  for _, sql in ipairs(diff.sums_sql(ref, cols, keys, ranges, { mode = self.mode })) do
+    local rows = q(c, sql, "checksumming " .. t.src_label)
+    for _, r in ipairs(rows) do
+      out[tonumber(r[1])] = diff.sum_of(r, 2)
+      st.summary_bytes = st.summary_bytes + #tostring(r[3]) + 16
+    end
+  end
+  st.sum_queries = st.sum_queries + #ranges
+  return out
+end
+
+-- Boundary keys every `step` rows of a source range.
+function Engine:sample(t, lo, hi, step, st)
+  local rows = q(self.src.c, diff.sample_sql(t.src_ref, t.keycols, lo, hi, math.max(1, math.floor(step))),
+    "sampling chunk boundaries of " .. t.src_label)
+  st.summary_bytes = st.summary_bytes + #rows * 16
+  local out = {}
+  for i, r in ipairs(rows) do
+    local k = {}
+    for j = 1, #t.keycols do k[j] = r[j] end
+    out[i] = k
+  end
+  return out
+end
+
+-- Rows of a range into a new batch.
+function Engine:fetch(side, t, lo, hi, st)
+  local c, ref, cols, keys
+  if side == "src" then c, ref, cols, keys = self.src.c, t.src_ref, t.columns, t.keycols
+  elseif side == "old" then c, ref, cols, keys = self.src.c, t.old_ref, t.columns, t.keycols
+  else c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
+  local sql = diff.select_sql(ref, cols, keys, lo, hi)
+  local cur, err, code = c:stream(sql)
+  if not cur then
+    errors.raise(string.format("reading %s from %s failed: %s", side == "sink" and t.dst_label or t.src_label,
+      c.label, tostring(err)), code)
+  end
+  local b = batchlib.new(cols)
+  while true do
+    local n, ferr, fcode = cur:fetch(b, 100000)
+    if not n then
+      cur:close()
+      errors.raise(string.format("reading %s from %s failed: %s", t.src_label, c.label, tostring(ferr)), fcode)
+    end
+    if n == 0 then break end
+  end
+  cur:close()
+  st.rows_fetched = st.rows_fetched + b:count()
+  st.bytes_fetched = st.bytes_fetched + b:bytes()
+  return b
+end
+
+-- Transform source rows into sink rows (only with transforms).
+function Engine:transform(t, b)
+  local out = batchlib.new(t.out_columns)
+  for i = 1, b:count() do
+    local _, _, row = b:get_named(i)
+    local ok, res = pcall(self.fn, row)
+    if not ok then
+      local e = type(res) == "table" and res or { msg = tostring(res) }
+      errors.raise(string.format("transform %s at %s failed on %s: %s", e.transform or "?", e.where or "?",
+        t.src_label, e.msg))
+    end
+    if res ~= nil then out:add_named("insert", nil, res) end
+  end
+  b:free()
+  return out
+end
+
+-- Merge one range: previous state vs current source rows -> out.
+function Engine:merge_range(t, lo, hi, out, st)
+  local cur = self:fetch("src", t, lo, hi, st)
+  local old
+  if t.old_ref then
+    old = self:fetch("old", t, lo, hi, st)
+  else
+    old = self:fetch("sink", t, lo, hi, st)
+  end
+  if self.fn then
+    cur = self:transform(t, cur)
+    if t.old_ref then old = self:transform(t, old) end
+  end
+  local key = (#t.keycols > 0) and (t.dst_key_idx or t.key_idx) or {}
+  local i, u, d = diff.rows(old, cur, key, out)
+  st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
+  old:free()
+  cur:free()
+end
+
+-- A changed range holding `n` current rows: bisect while it is big.
+-- tick() runs after each merged range (it may commit a piece).
+function Engine:process_range(t, lo, hi, n, out, st, depth, tick)
+  if #t.keycols > 0 and n > self.leaf_rows and depth < 8 then
+    local bounds = self:sample(t, lo, hi, math.ceil(n / 16), st)
+    if #bounds > 0 then
+      local subs = {}
+      local prev = lo
+      for _, b in ipairs(bounds) do
+        subs[#subs + 1] = { lo = prev, hi = b }
+        prev = b
+      end
+      subs[#subs + 1] = { lo = prev, hi = hi }
+      local a = self:sums("src", t, subs, st)
+      local b
+      if t.old_ref then b = self:sums("old", t, subs, st)
+      elseif t.same_shape then b = self:sums("sink", t, subs, st) end
+      st.bisections = st.bisections + 1
+      for i, r in ipairs(subs) do
+        if not b or a[i].n ~= b[i].n or a[i].s ~= b[i].s then
+          self:process_range(t, r.lo, r.hi, a[i].n, out, st, depth + 1, tick)
+        end
+      end
+      return
+    end
+  end
+  self:merge_range(t, lo, hi, out, st)
+  if tick then tick() end
+end
+
+---------------------------------------------------------------------------
+-- state
+---------------------------------------------------------------------------
+
+function Engine:state_id(t)
+  return (self.hooks.state_id and self.hooks.state_id(t)) or t.src_label
+end
+
+function Engine:read_state(t)
+  self:ensure_state_table()
+  local c = self.sink.c
+  local rows = q(c, "SELECT state FROM " .. self:state_table() .. " WHERE pipeline = '" .. c:escape(self.sink.pipeline) ..
+    "' AND source_table = '" .. c:escape(self:state_id(t)) .. "'", "reading the diff state")
+  if not rows[1] then return nil end
+  local s = diff.decode_state(rows[1][1], t.keycols)
+  if s and s.sig ~= t.diff_sig then return nil end
+  return s
+end
+
+-- Write the state, the watermark and the hook's rows in the open transaction.
+function Engine:write_state(t, state, info)
+  local c = self.sink.c
+  self.sink:exec("REPLACE INTO " .. self:state_table() .. " (pipeline, source_table, state, updated_at) VALUES ('" ..
+    c:escape(self.sink.pipeline) .. "', '" .. c:escape(self:state_id(t)) .. "', '" ..
+    c:escape(diff.encode_state(state, t.keycols)) .. "', UTC_TIMESTAMP(6))", "writing the diff state")
+  if not self.hooks.no_watermark then
+    self.sink:set_watermark(t.src_label, t.dst_label, "diff", nil, info)
+  end
+end
+
+function Engine:delete_state(t)
+  self:ensure_state_table()
+  local c = self.sink.c
+  self.sink:exec("DELETE FROM " .. self:state_table() .. " WHERE pipeline = '" .. c:escape(self.sink.pipeline) ..
+    "' AND source_table = '" .. c:escape(self:state_id(t)) .. "'", "deleting the diff state")
+end
+
+function Engine:gate(t)
+  if self.o.gate == false or self.o.gate == "false" then return nil end
+  local c = self.src.c
+  if c.flavour == "matrixone" or t.old_ref then return nil end
+  local rows = c:query("CHECKSUM TABLE " .. schema.qname(t.src_db, t.src_table))
+  local v = rows and rows[1] and rows[1][2]
+  if type(v) ~= "string" then return nil end
+  return v
+end
+
+-- Sum a chunk list of the current source (all chunks summed).
+function Engine:sum_list(t, chunks, st)
+  local sums = self:sums("src", t, diff.ranges(chunks), st)
+  local out = {}
+  for i, c in ipairs(chunks) do out[i] = { lo = c.lo, n = sums[i].n, s = sums[i].s } end
+  return out
+end
+
+-- A fresh object list of the current source.
+function Engine:baseline(t, st)
+  local bounds = {}
+  if #t.keycols > 0 then bounds = self:sample(t, nil, nil, self.chunk_rows, st) end
+  return self:sum_list(t, diff.from_bounds(bounds), st)
+end
+
+-- Split function for rebalance: sample inside the chunk, sum the parts.
+function Engine:splitter(t, list, st)
+  return function(i, c)
+    if #t.keycols == 0 then return { c } end
+    local hi = list[i + 1] and list[i + 1].lo or nil
+    local bounds = self:sample(t, c.lo, hi, self.chunk_rows, st)
+    if #bounds == 0 then return { c } end
+    local parts = { { lo = c.lo } }
+    for _, b in ipairs(bounds) do parts[#parts + 1] = { lo = b } end
+    local ranges = {}
+    for k, p in ipairs(parts) do ranges[k] = { lo = p.lo, hi = parts[k + 1] and parts[k + 1].lo or hi } end
+    local sums = self:sums("src", t, ranges, st)
+    for k, p in ipairs(parts) do p.n, p.s = sums[k].n, sums[k].s end
+    return parts
+  end
+end
+
+local function new_stats(t)
+  return { table = t.src_label, dst = t.dst_label, chunks = 0, changed = 0, rows_fetched = 0, bytes_fetched = 0,
+    summary_bytes = 0, sum_queries = 0, bisections = 0, inserts = 0, updates = 0, deletes = 0, commits = 0,
+    gated = false, seconds = 0 }
+end
+M.new_stats = new_stats
+
+-- Store a baseline for a table just copied in the current snapshot.
+function Engine:store_baseline(t, info)
+  local st = new_stats(t)
+  local list = self:baseline(t, st)
+  self.sink:begin()
+  self:write_state(t, { sig = t.diff_sig, gate = self:gate(t), checked = util.now(), chunks = list,
+    vlo = t.vcols and self.version_lo or nil }, info)
+  if self.hooks.before_commit then self.hooks.before_commit(t, st, true) end
+  self.sink:commit()
+  return st
+end
+
+-- One iteration of one table (the source connection is inside the snapshot).
+-- info: what to store as the watermark position. Returns stats.
+function Engine:iterate(t, info)
+  local t0 = util.mono()
+  local st = new_stats(t)
+  local sink = self.sink
+  local state = self:read_state(t)
+  if t.vcols and state and state.vlo and self.version_lo and not t.old_ref then
+    return self:iterate_versioned(t, state, info, st, t0)
+  end
+  local gate = self:gate(t)
+  local now = util.now()
+  if state and gate and state.gate == gate and now - (state.checked or 0) < self.full_check then
+    st.gated, st.chunks = true, #state.chunks
+    st.seconds = util.mono() - t0
+    return st
+  end
+  local old_list, cur_list, reconcile
+  if state then
+    old_list = state.chunks
+    cur_list = self:sum_list(t, old_list, st)
+  else
+    -- no stored list: compare with what the sink holds
+    reconcile = true
+    cur_list = self:baseline(t, st)
+    if t.old_ref then
+      old_list = self:sums("old", t, diff.ranges(cur_list), st)
+    elseif t.same_shape then
+      old_list = self:sums("sink", t, diff.ranges(cur_list), st)
+    else
+      old_list = {}
+    end
+  end
+  st.chunks = #cur_list
+  if #t.keycols == 0 and cur_list[1].n > self.no_key_max and (not old_list[1] or old_list[1].n ~= cur_list[1].n or
+      old_list[1].s ~= cur_list[1].s) then
+    errors.raise(string.format("%s has no primary key and %d rows: diffing a keyless table holds it in memory " ..
+      "(limit noKeyMaxRows = %d); add a primary key or give idCols", t.src_label, cur_list[1].n, self.no_key_max))
+  end
+  local changed = diff.changed(old_list, cur_list)
+  st.changed = #changed
+  -- the list as the sink holds it while we go: processed chunks take new sums
+  local committed = {}
+  for i, c in ipairs(cur_list) do
+    local o = old_list[i]
+    committed[i] = { lo = c.lo, n = o and o.n or -1, s = o and o.s or "" }
+  end
+  local out = batchlib.new(t.out_columns)
+  local in_txn = false
+  local function flush(final)
+    if out:count() > 0 then
+      if not in_txn then sink:begin() in_txn = true end
+      sink:apply_batch(out, t, "replace")
+      out:clear()
+    end
+    if final then
+      local list = diff.rebalance(cur_list, self.chunk_rows, self:splitter(t, cur_list, st))
+      if not in_txn then sink:begin() in_txn = true end
+      self:write_state(t, { sig = t.diff_sig, gate = gate, checked = util.now(), chunks = list,
+        vlo = t.vcols and self.version_lo or nil }, info)
+    elseif in_txn and not reconcile then
+      self:write_state(t, { sig = t.diff_sig, gate = nil, checked = state and state.checked or 0,
+        chunks = committed }, info)
+    end
+    if in_txn then
+      if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
+      sink:commit()
+      in_txn = false
+      st.commits = st.commits + 1
+    end
+  end
+  local ok, err = pcall(function()
+    for _, i in ipairs(changed) do
+      local stop = util.stop_requested() or (self.hooks.should_stop and self.hooks.should_stop())
+      if stop then errors.raise("interrupted; the next iteration continues from the last commit", 130) end
+      local r_hi = cur_list[i + 1] and cur_list[i + 1].lo or nil
+      -- a piece committed in the middle of a chunk leaves it "unknown" in the
+      -- stored list, so the next iteration processes it again
+      committed[i].n, committed[i].s = -1, ""
+      self:process_range(t, cur_list[i].lo, r_hi, cur_list[i].n, out, st, 0, function()
+        if out:count() >= self.batch_rows then flush(false) end
+      end)
+      committed[i].n, committed[i].s = cur_list[i].n, cur_list[i].s
+      if out:count() >= self.batch_rows then flush(false) end
+    end
+    flush(true)
+  end)
+  out:free()
+  if not ok then
+    if in_txn then sink:rollback() end
+    error(err, 0)
+  end
+  st.reconciled = reconcile or false
+  st.seconds = util.mono() - t0
+  return st
+end
+
+-- System-versioned tables: fetch only the rows whose key changed since state.vlo.
+function Engine:iterate_versioned(t, state, info, st, t0)
+  local sink = self.sink
+  st.versioned = true
+  st.chunks = #state.chunks
+  local c = self.src.c
+  local sql = diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo)
+  local cur, err, code = c:stream(sql)
+  if not cur then
+    errors.raise(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)), code)
+  end
+  local kb = batchlib.new(t.keycols)
+  while true do
+    local n, ferr, fcode = cur:fetch(kb, 100000)
+    if not n then cur:close() errors.raise(string.format("reading the changes of %s failed: %s", t.src_label, tostring(ferr)), fcode) end
+    if n == 0 then break end
+  end
+  cur:close()
+  st.changed = kb:count()
+  st.rows_fetched = st.rows_fetched + kb:count()
+  st.bytes_fetched = st.bytes_fetched + kb:bytes()
+  local out = batchlib.new(t.out_columns)
+  local in_txn = false
+  local key = t.dst_key_idx or t.key_idx
+  local function flush(final)
+    if out:count() > 0 then
+      if not in_txn then sink:begin() in_txn = true end
+      sink:apply_batch(out, t, "replace")
+      out:clear()
+    end
+    if final then
+      if not in_txn then sink:begin() in_txn = true end
+      self:write_state(t, { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo },
+        info)
+    end
+    if in_txn then
+      if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
+      sink:commit()
+      in_txn = false
+      st.commits = st.commits + 1
+    end
+  end
+  local ok, perr = pcall(function()
+    local per = 2000
+    for first = 1, kb:count(), per do
+      local stop = util.stop_requested() or (self.hooks.should_stop and self.hooks.should_stop())
+      if stop then errors.raise("interrupted; the next iteration continues from the last commit", 130) end
+      local keys = {}
+      for i = first, math.min(first + per - 1, kb:count()) do
+        local _, _, k = kb:get(i)
+        keys[#keys + 1] = k
+      end
+      local function get(side)
+        local cc, ref, cols, kc
+        if side == "src" then cc, ref, cols, kc = c, t.src_ref, t.columns, t.keycols
+        else cc, ref, cols, kc = sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
+        local cu, e2, c2 = cc:stream(diff.keys_sql(ref, cols, kc, keys))
+        if not cu then errors.raise(string.format("reading %s from %s failed: %s", t.src_label, cc.label, tostring(e2)), c2) end
+        local b = batchlib.new(cols)
+        while true do
+          local n, e3, c3 = cu:fetch(b, 100000)
+          if not n then cu:close() errors.raise(string.format("reading %s failed: %s", t.src_label, tostring(e3)), c3) end
+          if n == 0 then break end
+        end
+        cu:close()
+        st.rows_fetched = st.rows_fetched + b:count()
+        st.bytes_fetched = st.bytes_fetched + b:bytes()
+        return b
+      end
+      local new = get("src")
+      local old = get("sink")
+      if self.fn then new = self:transform(t, new) end
+      local i, u, d = diff.rows(old, new, key, out)
+      st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
+      old:free()
+      new:free()
+      if out:count() >= self.batch_rows then flush(false) end
+    end
+    flush(true)
+  end)
+  kb:free()
+  out:free()
+  if not ok then
+    if in_txn then sink:rollback() end
+    error(perr, 0)
+  end
+  st.seconds = util.mono() - t0
+  return st
+end
+
+M.Engine = Engine
+
+---------------------------------------------------------------------------
+-- the pipeline runner: load.snapshot{...} with duration = N
+---------------------------------------------------------------------------
+
+local function describe(st)
+  if st.gated then return "unchanged (checksum gate)" end
+  if st.versioned then
+    return string.format("%d keys changed (system versioning), fetched %d rows (%s bytes), applied %d inserts, " ..
+      "%d updates, %d deletes", st.changed, st.rows_fetched, progress.fmt_int(st.bytes_fetched), st.inserts, st.updates,
+      st.deletes)
+  end
+  return string.format("%d of %d chunks changed, fetched %d rows (%s bytes), applied %d inserts, %d updates, " ..
+    "%d deletes", st.changed, st.chunks, st.rows_fetched, progress.fmt_int(st.bytes_fetched), st.inserts,
+    st.updates, st.deletes)
+end
+M.describe = describe
+
+-- Interval between iterations: save.append's duration (or the source's
+-- syncInterval / duration).
+function M.interval(job)
+  local so = job.stream.source.opts
+  local v = job.opts.duration or so.duration or so.syncInterval or job.opts.syncInterval
+  if v == nil then return nil end
+  local n = tonumber(v)
+  if not n or n < 0 then errors.raise(string.format("duration '%s' is not a number of seconds", tostring(v)), 2) end
+  return n
+end
+
+-- The source columns of a table now (detects schema changes between iterations).
+local function same_columns(c, t)
+  local cols = schema.columns(c, t.src_db, t.src_table)
+  local now = {}
+  for _, col in ipairs(cols) do if not col.generated then now[#now + 1] = col end end
+  return diff.signature(now) == diff.signature(t.columns), now
+end
+
+-- run(job, ctx, run_opts): full copy of tables not copied yet, then one diff
+-- iteration every `duration` seconds (run_opts.once: until the sink is in
+-- sync once). Returns the summary of the last iteration.
+function M.run(job, ctx, run_opts)
+  run_opts = run_opts or {}
+  local runner = require("mocdc.runner")
+  local snapshot = require("mocdc.source.snapshot")
+  local so = job.stream.source.opts
+  local interval = M.interval(job) or 0
+  local src = snapshot.open(so)
+  local sink, store
+  local ok, res = pcall(function()
+    sink = runner.open_sink(job, ctx.name)
+    if not sink.apply_batch or not sink.c then
+      errors.raise("snapshot diffing needs a mysql:// sink: it reads the sink's rows as the previous state", 2)
+    end
+    store = runner.open_store(job, ctx.name)
+    local opts = {}
+    for k, v in pairs(so) do opts[k] = v end
+    for k, v in pairs(job.opts) do opts[k] = v end
+    local list = src:tables()
+    for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
+    local eng = M.new({ src = src, sink = sink, opts = opts, transforms = job.stream.transforms,
+      hooks = { should_stop = ctx.should_stop } })
+    for _, t in ipairs(list) do eng:prepare(t) end
+    sink:ensure_watermark()
+    eng:ensure_state_table()
+    local iteration = 0
+    local summary
+    while true do
+      iteration = iteration + 1
+      local started = util.mono()
+      eng.version_lo = M.version_lo(src.c)
+      src:begin_snapshot()
+      summary = {}
+      local info = { iteration = iteration, at = log.timestamp() }
+      for _, t in ipairs(list) do
+        local same = same_columns(src.c, t)
+        if not same then
+          errors.raise(string.format("source table %s changed its columns since the pipeline started; restart " ..
+            "the pipeline (the sink table must be altered to match first)", t.src_label), 2)
+        end
+        local wm = sink:read_watermark(t.src_label)
+        if not wm or wm.phase == "full" then
+          local fresh = wm == nil
+          local cctx = { src = src, sink = sink, store = store, transforms = job.stream.transforms,
+            chunk_rows = num_opt(so, "chunkSize", 100000), batch_rows = num_opt(so, "batchSize", 5000),
+            position = info, final_phase = "diff" }
+          local n, el = copy.copy_table(cctx, t)
+          log.info("copied %s -> %s: %s rows in %.2f s", t.src_label, t.dst_label, progress.fmt_int(n), el)
+          if fresh then
+            -- same snapshot as the copy: the list describes exactly what the sink holds
+            eng:store_baseline(t, info)
+          else
+            eng:delete_state(t)
+          end
+          summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = el, full = true }
+        else
+          local st = eng:iterate(t, info)
+          local n = st.inserts + st.updates + st.deletes
+          if st.gated or st.changed == 0 then
+            log.debug("diff %s -> %s: %s in %.3f s", t.src_label, t.dst_label, describe(st), st.seconds)
+          else
+            log.info("diff %s -> %s: %s in %.2f s", t.src_label, t.dst_label, describe(st), st.seconds)
+          end
+          summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = st.seconds,
+            skipped = n == 0, stats = st }
+        end
+        store:set("table/" .. t.src_label, cjson.encode({ phase = "diff", iteration = iteration }))
+      end
+      src:end_snapshot()
+      if ctx.on_iteration then ctx.on_iteration(summary, iteration) end
+      if run_opts.once or interval <= 0 and run_opts.iterations == nil then break end
+      if run_opts.iterations and iteration >= run_opts.iterations then break end
+      local wait = interval - (util.mono() - started)
+      if wait > 0 and not util.sleep(wait) then
+        errors.raise("interrupted between iterations; the next run continues from the last commit", 130)
+      end
+      if util.stop_requested() or (ctx.should_stop and ctx.should_stop()) then break end
+    end
+    return summary
+  end)
+  src:close()
+  if sink then pcall(sink.rollback, sink) sink:close() end
+  if store then store:close() end
+  if not ok then error(res, 0) end
+  return res
+end
+
+return M

@@ -1,0 +1,266 @@
+-- Issue 5 step 1: snapshot diffing ("object list" chunk checksums) between two
+-- MariaDB servers. The engine runs in-process (mocdc.source.diff.run, what
+-- `mocdc run` calls for load.snapshot{...} with a duration), so each
+-- iteration's statistics — rows and bytes fetched — can be asserted.
+local mdb = require("spec.helpers.mariadb")
+local cli = require("spec.support.cli")
+local log = require("mocdc.log")
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+mdb.describe("snapshot diffing (issue 5)", function()
+  local src, sink, dir
+  local engine = require("mocdc.source.diff")
+  local pipeline = require("mocdc.pipeline")
+
+  setup(function()
+    src = mdb.start({ name = "diff-source" })
+    sink = mdb.start({ name = "diff-sink" })
+    dir = cli.tmpdir()
+    src:sql("CREATE DATABASE shop")
+    log.level = "warn"
+  end)
+  teardown(function()
+    log.level = "info"
+    os.execute("rm -rf " .. dir)
+  end)
+
+  -- One iteration (or the full copy) of a pipeline declared with these options.
+  local function iterate(name, tables, extra_src, extra_save)
+    local script = dir .. "/" .. name .. ".lua"
+    write(script, string.format([[
+      local s = load.snapshot { uri = %q, tables = %q %s }
+      save.append(s, %q, { duration = 1, checkpointLocation = %q %s })
+    ]], src.uri, tables, extra_src or "", sink.uri, dir .. "/cp-" .. name, extra_save or ""))
+    local ctx = pipeline.declare(script, {})
+    local summary = engine.run(ctx.jobs[1], ctx, { once = true })
+    local by = {}
+    for _, s in ipairs(summary) do by[s.src] = s end
+    return by
+  end
+
+  local function same(tbl_src, tbl_dst, order)
+    local a = src:rows("SELECT * FROM " .. tbl_src .. " ORDER BY " .. order)
+    local b = sink:rows("SELECT * FROM " .. tbl_dst .. " ORDER BY " .. order)
+    assert.equals(#a, #b)
+    assert.same(a, b)
+    return #a
+  end
+
+  it("copies, then fetches nothing when nothing changed, then only the changed chunks", function()
+    src:sql([[CREATE TABLE shop.orders (id INT PRIMARY KEY, customer INT NOT NULL, amount DECIMAL(10,2), status VARCHAR(20),
+        note TEXT NULL, f FLOAT NULL, created DATETIME(6));
+      INSERT INTO shop.orders SELECT seq, seq % 97, seq / 7, ELT(1 + seq % 3, 'Shipped', 'Delivered', 'New'),
+        IF(seq % 5 = 0, NULL, CONCAT('n', seq)), seq / 3, '2024-01-01' + INTERVAL seq MINUTE FROM seq_1_to_5000;]],
+      "shop")
+    local r = iterate("orders", "shop.orders:copy.orders", ", diffChunkRows = 100")
+    assert.is_true(r["shop.orders"].full)
+    assert.equals(5000, r["shop.orders"].rows)
+    same("shop.orders", "copy.orders", "id")
+
+    -- no change: the CHECKSUM TABLE gate answers, no chunk sums, no rows
+    r = iterate("orders", "shop.orders:copy.orders", ", diffChunkRows = 100")
+    local st = r["shop.orders"].stats
+    assert.is_true(st.gated)
+    assert.equals(0, st.rows_fetched)
+    assert.equals(0, st.bytes_fetched)
+
+    -- no change, gate off: every chunk summed on the source, still no row fetched
+    r = iterate("orders", "shop.orders:copy.orders", ", diffChunkRows = 100, gate = false")
+    st = r["shop.orders"].stats
+    assert.is_false(st.gated)
+    assert.equals(50, st.chunks)
+    assert.equals(0, st.changed)
+    assert.equals(0, st.rows_fetched)
+    assert.is_true(st.summary_bytes < 50 * 64, "chunk summaries only")
+
+    -- insert, update, delete in 3 chunks (incl. NULL <-> value, a FLOAT 7th digit)
+    src:sql([[UPDATE shop.orders SET status = 'Returned', note = NULL WHERE id = 150;
+      UPDATE shop.orders SET note = 'was null' WHERE id = 155;
+      UPDATE shop.orders SET f = f + 0.0001 WHERE id = 160;
+      DELETE FROM shop.orders WHERE id IN (2501, 2502);
+      INSERT INTO shop.orders VALUES (6001, 1, 1.00, 'New', NULL, NULL, '2025-01-01 00:00:00.5');]], "shop")
+    r = iterate("orders", "shop.orders:copy.orders", ", diffChunkRows = 100")
+    st = r["shop.orders"].stats
+    assert.equals(3, st.changed)
+    assert.same({ 1, 3, 2 }, { st.inserts, st.updates, st.deletes })
+    assert.is_true(st.rows_fetched <= 3 * 2 * 101, "fetched " .. st.rows_fetched .. " rows")
+    assert.equals(4999, same("shop.orders", "copy.orders", "id"))
+    local wm = sink:rows("SELECT phase FROM mocdc.watermark WHERE source_table = 'shop.orders'")
+    assert.same({ { "diff" } }, wm)
+
+    -- and again nothing
+    r = iterate("orders", "shop.orders:copy.orders", ", diffChunkRows = 100")
+    assert.equals(0, r["shop.orders"].stats.rows_fetched)
+  end)
+
+  it("bisects a big changed chunk, rebalances, and commits big iterations in pieces", function()
+    src:sql([[CREATE TABLE shop.events (id BIGINT PRIMARY KEY, v VARCHAR(30));
+      INSERT INTO shop.events SELECT seq * 10, CONCAT('v', seq) FROM seq_1_to_3000;]], "shop")
+    local opts = ", diffChunkRows = 200, leafRows = 300"
+    iterate("events", "shop.events:copy.events", opts, ", batchSize = 500")
+    -- 4000 rows appended to the last chunk, 1 row changed in the middle of it
+    src:sql([[INSERT INTO shop.events SELECT 30000 + seq, 'appended' FROM seq_1_to_4000;
+      UPDATE shop.events SET v = 'x' WHERE id = 15000;]], "shop")
+    local r = iterate("events", "shop.events:copy.events", opts, ", batchSize = 500")
+    local st = r["shop.events"].stats
+    assert.equals(2, st.changed)
+    assert.equals(4000, st.inserts)
+    assert.equals(1, st.updates)
+    assert.is_true(st.bisections >= 1)
+    assert.is_true(st.commits >= 8, "commits: " .. st.commits)
+    -- the bisected append fetched the appended rows, not the chunk's 200 old ones twice over
+    assert.is_true(st.rows_fetched <= 4000 + 2 * 400, "fetched " .. st.rows_fetched)
+    same("shop.events", "copy.events", "id")
+    -- the list was rebalanced: the next no-change pass (gate off) sums ~35 chunks of <= 400 rows
+    r = iterate("events", "shop.events:copy.events", opts .. ", gate = false")
+    st = r["shop.events"].stats
+    assert.equals(0, st.changed)
+    assert.is_true(st.chunks >= 30 and st.chunks <= 40, "chunks: " .. st.chunks)
+    -- mass delete of a range spanning chunks
+    src:sql("DELETE FROM shop.events WHERE id BETWEEN 5000 AND 20000", "shop")
+    r = iterate("events", "shop.events:copy.events", opts)
+    assert.equals(1501, r["shop.events"].stats.deletes)
+    same("shop.events", "copy.events", "id")
+  end)
+
+  it("bisection fetches only the changed part of a big chunk", function()
+    src:sql([[CREATE TABLE shop.big (id INT PRIMARY KEY, v VARCHAR(20));
+      INSERT INTO shop.big SELECT seq, 'v' FROM seq_1_to_4000;]], "shop")
+    local opts = ", diffChunkRows = 2000, leafRows = 200"
+    iterate("big", "shop.big:copy.big", opts)
+    src:sql("UPDATE shop.big SET v = 'w' WHERE id = 1234", "shop")
+    local r = iterate("big", "shop.big:copy.big", opts)
+    local st = r["shop.big"].stats
+    assert.equals(1, st.changed)
+    assert.equals(1, st.updates)
+    assert.is_true(st.bisections >= 1)
+    assert.is_true(st.rows_fetched <= 2 * 130, "fetched " .. st.rows_fetched .. " rows of a 2000-row chunk")
+    same("shop.big", "copy.big", "id")
+  end)
+
+  it("diffs composite string keys, binary keys and tables without a key", function()
+    src:sql([[CREATE TABLE shop.ck (region VARCHAR(10) NOT NULL, code VARBINARY(8) NOT NULL, qty INT, PRIMARY KEY (region, code));
+      INSERT INTO shop.ck SELECT ELT(1 + seq % 4, 'east', 'West', 'north', 'Süd'), CAST(CONCAT('c', seq) AS BINARY), seq FROM seq_1_to_800;
+      CREATE TABLE shop.nokey (a INT, b VARCHAR(5));
+      INSERT INTO shop.nokey VALUES (1, 'x'), (1, 'x'), (2, NULL), (3, 'y');]], "shop")
+    local tables = "shop.ck:copy.ck,shop.nokey:copy.nokey"
+    iterate("multi", tables, ", diffChunkRows = 50")
+    src:sql([[UPDATE shop.ck SET qty = -1 WHERE region = 'east' AND code = 'c4';
+      DELETE FROM shop.ck WHERE region = 'West' AND code = 'c5';
+      INSERT INTO shop.ck VALUES ('east', X'00ff', 7);
+      DELETE FROM shop.nokey WHERE a = 1 LIMIT 1;
+      INSERT INTO shop.nokey VALUES (3, 'y'), (NULL, NULL);]], "shop")
+    local r = iterate("multi", tables, ", diffChunkRows = 50")
+    local ck = r["shop.ck"].stats
+    assert.same({ 1, 1, 1 }, { ck.inserts, ck.updates, ck.deletes })
+    assert.is_true(ck.rows_fetched <= 6 * 51)
+    same("shop.ck", "copy.ck", "region, code")
+    local nk = r["shop.nokey"].stats
+    assert.same({ 2, 0, 1 }, { nk.inserts, nk.updates, nk.deletes })
+    same("shop.nokey", "copy.nokey", "a, b")
+  end)
+
+  it("reconciles against the sink when the stored list is gone (and repairs a drifted sink)", function()
+    src:sql([[CREATE TABLE shop.rec (id INT PRIMARY KEY, v INT);
+      INSERT INTO shop.rec SELECT seq, seq FROM seq_1_to_1000;]], "shop")
+    iterate("rec", "shop.rec:copy.rec", ", diffChunkRows = 100")
+    sink:sql("DELETE FROM mocdc.diff_state WHERE source_table = 'shop.rec'")
+    local r = iterate("rec", "shop.rec:copy.rec", ", diffChunkRows = 100")
+    local st = r["shop.rec"].stats
+    assert.is_true(st.reconciled)
+    assert.equals(0, st.changed)
+    assert.equals(0, st.rows_fetched)
+    -- someone edited the sink; the state is lost again: the reconcile repairs it
+    sink:sql("UPDATE copy.rec SET v = 0 WHERE id = 777; DELETE FROM copy.rec WHERE id = 5; " ..
+      "DELETE FROM mocdc.diff_state WHERE source_table = 'shop.rec'")
+    r = iterate("rec", "shop.rec:copy.rec", ", diffChunkRows = 100")
+    st = r["shop.rec"].stats
+    assert.equals(2, st.changed)
+    assert.same({ 1, 1, 0 }, { st.inserts, st.updates, st.deletes })
+    same("shop.rec", "copy.rec", "id")
+  end)
+
+  it("runs transforms on the diffed rows", function()
+    src:sql([[CREATE TABLE shop.people (id INT PRIMARY KEY, email VARCHAR(50), status VARCHAR(10));
+      INSERT INTO shop.people VALUES (1, 'ann@x.org', 'ok'), (2, 'bob@y.org', 'Test'), (3, 'cy@z.org', 'ok');]], "shop")
+    local script = dir .. "/people.lua"
+    write(script, string.format([[
+      local s = load.snapshot { uri = %q, tables = "shop.people:copy.people" }
+        :filter(function(r) return r.status ~= "Test" end)
+        :map(function(r) r.email = mask(r.email) return r end)
+      save.append(s, %q, { duration = 1, checkpointLocation = %q })
+    ]], src.uri, sink.uri, dir .. "/cp-people"))
+    local function run()
+      local ctx = pipeline.declare(script, {})
+      return engine.run(ctx.jobs[1], ctx, { once = true })
+    end
+    run()
+    assert.same({ { "1", "a**@x.org", "ok" }, { "3", "c*@z.org", "ok" } },
+      sink:rows("SELECT * FROM copy.people ORDER BY id"))
+    src:sql([[UPDATE shop.people SET status = 'Test' WHERE id = 1; UPDATE shop.people SET status = 'ok' WHERE id = 2;
+      INSERT INTO shop.people VALUES (4, 'dee@w.org', 'ok');]], "shop")
+    run()
+    assert.same({ { "2", "b**@y.org", "ok" }, { "3", "c*@z.org", "ok" }, { "4", "d**@w.org", "ok" } },
+      sink:rows("SELECT * FROM copy.people ORDER BY id"))
+  end)
+
+  it("reads only the changed keys of a system-versioned table (time travel, no checksums)", function()
+    local schema_src = require("mocdc.schema")
+    src:sql([[CREATE TABLE shop.hist (id INT PRIMARY KEY, v VARCHAR(20), n INT) WITH SYSTEM VERSIONING;
+      INSERT INTO shop.hist SELECT seq, CONCAT('v', seq), seq FROM seq_1_to_3000;]], "shop")
+    local c = require("mocdc.conn").open(src.uri)
+    local listed = false
+    for _, x in ipairs(schema_src.list_tables(c)) do if x.db == "shop" and x.table == "hist" then listed = true end end
+    c:close()
+    if not listed then
+      pending("mocdc.schema.list_tables does not list SYSTEM VERSIONED tables yet (one-line fix requested)")
+      return
+    end
+    local opts = ", diffChunkRows = 500"
+    iterate("hist", "shop.hist:copy.hist", opts)
+    local r = iterate("hist", "shop.hist:copy.hist", opts)
+    assert.is_true(r["shop.hist"].stats.versioned)
+    assert.equals(0, r["shop.hist"].stats.rows_fetched)
+    -- a transaction open across the next snapshot must not be missed
+    src:sql([[UPDATE shop.hist SET v = 'u' WHERE id IN (10, 2000); DELETE FROM shop.hist WHERE id = 2999;
+      INSERT INTO shop.hist VALUES (5000, 'new', NULL);]], "shop")
+    r = iterate("hist", "shop.hist:copy.hist", opts)
+    local st = r["shop.hist"].stats
+    assert.is_true(st.versioned)
+    assert.equals(4, st.changed)
+    assert.same({ 1, 2, 1 }, { st.inserts, st.updates, st.deletes })
+    assert.equals(4 + 3 + 3, st.rows_fetched) -- 4 changed keys, 3 source rows, 3 sink rows
+    same("shop.hist", "copy.hist", "id")
+    r = iterate("hist", "shop.hist:copy.hist", opts)
+    assert.equals(0, r["shop.hist"].stats.changed)
+    -- a transaction that started before a snapshot and commits after it is not missed
+    local w = require("mocdc.conn").open(src.uri)
+    assert(w:exec("START TRANSACTION"))
+    assert(w:exec("UPDATE shop.hist SET n = -1 WHERE id = 77"))
+    require("mocdc.util.lib").sleep(1.1)
+    r = iterate("hist", "shop.hist:copy.hist", opts) -- does not see the open transaction
+    assert.equals(0, r["shop.hist"].stats.changed)
+    assert(w:exec("COMMIT"))
+    w:close()
+    r = iterate("hist", "shop.hist:copy.hist", opts)
+    assert.equals(1, r["shop.hist"].stats.updates)
+    same("shop.hist", "copy.hist", "id")
+  end)
+
+  it("refuses key columns whose collation differs between source and sink", function()
+    src:sql([[CREATE TABLE shop.coll (k VARCHAR(10) COLLATE utf8mb4_bin PRIMARY KEY, v INT);
+      INSERT INTO shop.coll VALUES ('a', 1), ('B', 2);]], "shop")
+    sink:sql([[CREATE DATABASE IF NOT EXISTS copy;
+      CREATE TABLE copy.coll (k VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY, v INT);]])
+    local ok, err = pcall(iterate, "coll", "shop.coll:copy.coll")
+    assert.is_false(ok)
+    assert.equals("key column 'k' has collation utf8mb4_bin in shop.coll but utf8mb4_general_ci in sink table " ..
+      "copy.coll; snapshot diffing compares key ranges on both servers: give the sink column the same collation",
+      require("mocdc.errors").message(err))
+  end)
+end)
