@@ -760,8 +760,11 @@ static long decode_value(const bcol *c, const uint8_t *p, const uint8_t *end, mo
     float f;
     uint32_t u = le32(p);
     memcpy(&f, &u, 4);
+    /* FLOAT's own text form (6 significant digits) does not round-trip: write
+     * the float's exact value as a DOUBLE, as the snapshot source reads FLOAT
+     * columns (CAST(f AS DOUBLE)); the sink stores the identical float. */
     if (c->decimals >= 0) n = (size_t)snprintf(o, 400, "%.*f", c->decimals, (double)f);
-    else n = fmt_real((double)f, 1, o);
+    else n = fmt_real((double)f, 0, o);
     used = 4; break;
   }
   case MYSQL_TYPE_DOUBLE: {

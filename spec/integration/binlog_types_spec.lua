@@ -206,6 +206,10 @@ local function snapshot(srv, tbl, cols, text)
   local sel = {}
   for _, c in ipairs(cols) do
     if text and text[c] then sel[#sel + 1] = "HEX(CONVERT(`" .. c .. "` USING utf8mb4))"
+    elseif c == "f" and tbl:find("all", 1, true) then
+      -- FLOAT is decoded as its exact value in DOUBLE form (round-trips; the
+      -- 6-digit text form does not), the same as the snapshot source reads it
+      sel[#sel + 1] = "HEX(CONCAT(CAST(`f` AS DOUBLE)))"
     else sel[#sel + 1] = "HEX(CONCAT(`" .. c .. "`))" end
   end
   local rows = srv:rows("SELECT id, " .. table.concat(sel, ", ") .. " FROM " .. tbl .. " ORDER BY id")
