@@ -153,3 +153,13 @@ describe("progress line", function()
     assert.equals(0, #buf)
   end)
 end)
+
+describe("full-copy resume keys", function()
+  it("round-trip arbitrary bytes through the watermark's JSON", function()
+    local copy = require("mocdc.copy")
+    local key = { "\0\255\128'\"", "42" }
+    local enc = copy.encode_key(key)
+    assert.same({ hex = { "00ff802722", "3432" } }, enc)
+    assert.same(key, copy.decode_key(require("cjson").decode(require("cjson").encode(enc))))
+  end)
+end)

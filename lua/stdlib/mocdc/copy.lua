@@ -24,6 +24,26 @@ local function key_text(t, row)
   return #parts > 0 and ("(" .. table.concat(parts, ", ") .. ")") or "(no key)"
 end
 
+-- Key values are arbitrary bytes (a VARBINARY key need not be UTF-8): the
+-- watermark stores them hex-encoded, {hex = {"0a1b", ...}}.
+function M.encode_key(key)
+  if not key then return nil end
+  local hex = {}
+  for i, v in ipairs(key) do
+    hex[i] = tostring(v):gsub(".", function(c) return string.format("%02x", c:byte()) end)
+  end
+  return { hex = hex }
+end
+
+function M.decode_key(k)
+  if type(k) ~= "table" or type(k.hex) ~= "table" then return nil end
+  local out = {}
+  for i, h in ipairs(k.hex) do
+    out[i] = h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)
+  end
+  return out
+end
+
 -- Decide the columns written to the sink and check the sink table.
 function M.prepare(t, sink, transforms, skip_compare)
   local out_cols = stream.output_columns(transforms, t.columns)
@@ -71,9 +91,9 @@ function M.copy_table(ctx, t)
     log.info("%s -> %s: already copied (watermark phase %s), skipping", t.src_label, dst_label, wm.phase)
     return 0, 0, true
   end
-  local resume = wm and wm.full_key
+  local resume = wm and M.decode_key(wm.full_key)
   if resume and #t.key_idx == 0 then resume = nil end
-  if resume then log.info("%s -> %s: resuming full copy after key %s", t.src_label, dst_label, table.concat(resume, ","))
+  if resume then log.info("%s -> %s: resuming full copy after key %s", t.src_label, dst_label, table.concat(wm.full_key.hex or resume, ","))
   elseif #t.key_idx == 0 then
     -- no key: a partial earlier attempt cannot be resumed by key; start clean
     sink:clear_table(t)
@@ -84,6 +104,7 @@ function M.copy_table(ctx, t)
   local fn = stream.compile(ctx.transforms)
   local final_phase = ctx.final_phase or "done"
   local function commit_chunk(last_key)
+    last_key = M.encode_key(last_key)
     sink:set_watermark(t.src_label, dst_label, "full", last_key, ctx.position)
     sink:commit()
     store:set("table/" .. t.src_label, require("cjson").encode({ phase = "full", full_key = last_key }))
