@@ -7,17 +7,7 @@ local mdb = require("spec.helpers.mariadb")
 local cli = require("spec.support.cli")
 local util = require("mocdc.util.lib")
 
-local function eventually(fn, timeout, what)
-  local deadline = util.mono() + (timeout or 30)
-  local last
-  while util.mono() < deadline do
-    local ok, res = pcall(fn)
-    if ok and res then return res end
-    last = res
-    util.sleep(0.1)
-  end
-  error("timed out waiting for " .. (what or "condition") .. ": " .. tostring(last), 2)
-end
+local eventually = cli.eventually
 
 -- until cli.lua routes `mocdc sql` / `mocdc serve` to mocdc.subscription
 local wired = cli.run({ "sql", "--help" }) == 0

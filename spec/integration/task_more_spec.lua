@@ -13,17 +13,7 @@ local state = require("mocdc.state")
 local PW = mdb.PASSWORD
 local FIELDS = { "checkpoint", "err-msg", "sink-uri", "source-uri", "state", "task-id", "task-name", "timestamp" }
 
-local function eventually(fn, timeout, what)
-  local deadline = util.mono() + (timeout or 30)
-  local last
-  while util.mono() < deadline do
-    local ok, res = pcall(fn)
-    if ok and res then return res end
-    last = res
-    util.sleep(0.1)
-  end
-  error("timed out waiting for " .. (what or "condition") .. ": " .. tostring(last), 2)
-end
+local eventually = cli.eventually
 
 local function write(path, s)
   local f = assert(io.open(path, "wb"))

@@ -5,17 +5,7 @@ local cli = require("spec.support.cli")
 local cjson = require("cjson")
 local util = require("mocdc.util.lib")
 
-local function eventually(fn, timeout, what)
-  local deadline = util.mono() + (timeout or 30)
-  local last
-  while util.mono() < deadline do
-    local ok, res = pcall(fn)
-    if ok and res then return res end
-    last = res
-    util.sleep(0.2)
-  end
-  error("timed out waiting for " .. (what or "condition") .. ": " .. tostring(last), 2)
-end
+local eventually = cli.eventually
 
 mdb.describe("mo_cdc walkthroughs with mocdc task (issue 4)", function()
   local src, sink, home

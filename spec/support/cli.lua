@@ -66,6 +66,20 @@ function M.wait(pid, timeout)
   return not M.alive(pid)
 end
 
+-- eventually(fn[, timeout[, what]]): poll fn (errors count as "not yet") until
+-- it returns a true value; raise naming `what` and the last result on timeout.
+function M.eventually(fn, timeout, what)
+  local deadline = util.mono() + (timeout or 30)
+  local last
+  while util.mono() < deadline do
+    local ok, res = pcall(fn)
+    if ok and res then return res end
+    last = res
+    util.sleep(0.1)
+  end
+  error("timed out waiting for " .. (what or "condition") .. ": " .. tostring(last), 2)
+end
+
 function M.tmpdir()
   local p = io.popen("mktemp -d /tmp/mocdc-spec-XXXXXX")
   local d = p:read("*l")
