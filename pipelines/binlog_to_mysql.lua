@@ -28,6 +28,8 @@ local changes = load.binlog {
   serverId = vars.server_id,
   noFull = vars.no_full,
   startGtid = vars.start_gtid,   -- start after this MariaDB GTID (e.g. 0-1-42), no full copy
+  snapshotLock = vars.snapshot_lock, -- "true": take the snapshot position under a brief global read lock
+                                     -- (always on MySQL, which has no binlog_snapshot_file)
 }
 
 save.append(changes, var("sink_uri", "mysql://root:111@127.0.0.1:3306"), {

@@ -209,6 +209,20 @@ mdb.describe("binlog pipeline (issue 3)", function()
     assert.is_not_nil(moved, "watermark did not advance on an idle source")
   end)
 
+  it("takes the snapshot position under a brief read lock (MySQL's way) with the same result", function()
+    local cp = fresh("lock")
+    local rc, _, err = run(cp, { "--set", "snapshot_lock=true" })
+    assert.equals(0, rc, err)
+    src:sql("UPDATE source_db.orders SET status = 'Locked' WHERE order_id = 2; DELETE FROM source_db.orders WHERE order_id = 5")
+    rc, _, err = run(cp, { "--set", "snapshot_lock=true" })
+    assert.equals(0, rc, err)
+    local q = "SELECT order_id, status FROM %s ORDER BY order_id"
+    local a = src:rows(q:format("source_db.orders"))
+    assert.same(a, sink:rows(q:format("analytics_db.orders_backup")))
+    assert.equals(4, #a)
+    assert.equals("Locked", a[2][2])
+  end)
+
   it("starts from a GTID without a full copy", function()
     local cp = fresh("gtid")
     local gtid = src:rows("SELECT @@gtid_binlog_pos")[1][1]

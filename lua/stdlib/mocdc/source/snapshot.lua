@@ -39,8 +39,24 @@ function Src:begin_snapshot()
     if not ok then errors.raise(string.format("source %s: %s failed: %s", c.label, sql, err)) end
   end
   ex("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-  ex("START TRANSACTION WITH CONSISTENT SNAPSHOT")
   self.position = nil
+  local lock = self.o.snapshotLock == true or self.o.snapshotLock == "true" or
+    (c.flavour == "mysql" and self.o.needPosition)
+  if lock then
+    -- MySQL has no binlog_snapshot_file: hold a global read lock only for the
+    -- instant between starting the snapshot and reading the binlog position
+    ex("FLUSH TABLES WITH READ LOCK")
+    local ok, err = pcall(function()
+      ex("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+      local rows = c:query("SHOW MASTER STATUS")
+      if not rows or not rows[1] then rows = c:query("SHOW BINARY LOG STATUS") end
+      if rows and rows[1] then self.position = { file = rows[1][1], pos = tonumber(rows[1][2]) } end
+    end)
+    c:exec("UNLOCK TABLES")
+    if not ok then error(err, 0) end
+    return self.position
+  end
+  ex("START TRANSACTION WITH CONSISTENT SNAPSHOT")
   if c.flavour == "mariadb" then
     local rows = c:query("SHOW STATUS LIKE 'binlog_snapshot_%'")
     if rows then
