@@ -224,6 +224,21 @@ mdb.describe("full copy (issue 2)", function()
         "--set", "chunk_size=100000" },
         "^mocdc: error: transform map at .*boom%.lua:2 failed on source_db%.orders row %(order_id=3%): .*boom%.lua:3: bad order 3")
     end)
+    it("a full sink", function()
+      reset()
+      src:sql("USE source_db; INSERT INTO orders SELECT seq + 100, seq, NOW(), seq, REPEAT('s', 20) FROM seq_1_to_5000")
+      -- a MEMORY table limited to 16 KiB: the server answers 1114 "The table ... is full"
+      sink:sql("DROP TABLE analytics_db.orders_backup; SET SESSION max_heap_table_size = 16384; " ..
+        "CREATE TABLE analytics_db.orders_backup (order_id INT PRIMARY KEY, customer_id INT, order_date DATETIME, " ..
+        "amount DECIMAL(10,2), status VARCHAR(20)) ENGINE=MEMORY")
+      local rc, _, err = run()
+      assert.is_not.equals(0, rc)
+      assert.is_true(cli.one_line(err), err)
+      assert.matches("is full", err)
+      assert.matches("free space", err)
+      assert.is_true(no_watermark())
+    end)
+
     it("sink table with different columns", function()
       reset()
       sink:sql("DROP TABLE analytics_db.orders_backup; CREATE TABLE analytics_db.orders_backup (order_id INT PRIMARY KEY, " ..

@@ -54,13 +54,37 @@ function M.open(uri, opts)
   return self
 end
 
+-- cdc.lua may merge the batches of consecutive source transactions before
+-- apply_changes (it only needs the rows, not the event of each batch).
+Sink.merges_batches = true
+
 function Sink:label() return self.c.label end
+
+-- What to do about the sink errors a user can fix.
+local HINTS = {
+  [1114] = "the sink is full: free space or raise its limits, then resume",
+  [1021] = "the sink's disk is full: free space, then resume",
+  [3] = "the sink could not write a file (disk full?): free space, then resume",
+  [1153] = "the statement exceeded the sink's max_allowed_packet: lower maxSqlLength / --max-sql-length or raise max_allowed_packet",
+  [1142] = "grant the sink user INSERT, UPDATE, DELETE, CREATE on the target database",
+  [1044] = "grant the sink user access to the target database",
+  [1146] = "the sink table is gone: re-create it (or drop the watermark to start over with a full copy)",
+  [1054] = "the sink table's columns differ from the source: make them match (mergeSchema applies source DDL)",
+  [1406] = "a value does not fit the sink column: widen the sink column to match the source",
+  [1264] = "a value is out of the sink column's range: make the sink column type match the source",
+  [4025] = "a CHECK constraint on the sink rejects the row: drop or fix it, or use error-handle-option=ignore",
+}
+
+function M.hint(code)
+  local h = code and HINTS[code]
+  return h and ("; " .. h) or ""
+end
 
 function Sink:exec(sql, what)
   local n, err, code, state = self.c:exec(sql)
   if not n then
-    errors.raise(string.format("sink %s: %s failed: %s%s", self.c.label, what or "statement", err,
-      code and (" (error " .. code .. ")") or ""), code)
+    errors.raise(string.format("sink %s: %s failed: %s%s%s", self.c.label, what or "statement", err,
+      code and (" (error " .. code .. ")") or "", M.hint(code)), code)
   end
   return n
 end
@@ -201,8 +225,8 @@ function Sink:load_chunk(cursor, t, max_rows)
     { max_rows = max_rows, key_cols = t.key_idx })
   if not rows then
     self.in_txn = false -- a failed load closes the sink connection (the server rolls back)
-    errors.raise(string.format("copying %s to %s.%s failed: %s", t.src_label, t.dst_db, t.dst_table,
-      tostring(bytes)), last_key)
+    errors.raise(string.format("copying %s to %s.%s failed: %s%s", t.src_label, t.dst_db, t.dst_table,
+      tostring(bytes), M.hint(last_key)), last_key)
   end
   if rows > 0 and (warnings == nil or warnings > 0) then
     self:check_warnings("loading " .. t.dst_db .. "." .. t.dst_table)
@@ -227,8 +251,8 @@ function Sink:apply_batch(batch, t, mode)
         self:apply_one_by_one(t, batch, opts)
         return #stmts
       end
-      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or ""), code)
+      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
+        code and (" (error " .. code .. ")") or "", M.hint(code)), code)
     end
   end
   return #stmts
@@ -265,8 +289,8 @@ function Sink:apply_changes(t, b)
       if self.ignore and #key > 0 and not require("mocdc.task").retryable({ code = code, msg = eerr }) then
         return self:apply_one_by_one(t, b, opts)
       end
-      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or ""), code)
+      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
+        code and (" (error " .. code .. ")") or "", M.hint(code)), code)
     end
   end
 end
