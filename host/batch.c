@@ -342,6 +342,40 @@ static int get_impl(lua_State *L, int named) {
 static int l_get(lua_State *L) { return get_impl(L, 0); }
 static int l_get_named(lua_State *L) { return get_impl(L, 1); }
 
+/* batch:append(other[, from[, to]]) -> count: copy rows from..to (1-based,
+ * default all) of `other` (same column count) to the end of this batch. */
+static int l_append(lua_State *L) {
+  mocdc_batch *b = mocdc_batch_check(L, 1);
+  mocdc_batch *o = mocdc_batch_check(L, 2);
+  if (o == b) return luaL_argerror(L, 2, "cannot append a batch to itself");
+  if (o->ncols != b->ncols) return luaL_argerror(L, 2, "batch with a different column count");
+  lua_Integer from = luaL_optinteger(L, 3, 1), to = luaL_optinteger(L, 4, (lua_Integer)o->nrows);
+  if (from < 1) from = 1;
+  if (to > (lua_Integer)o->nrows) to = (lua_Integer)o->nrows;
+  int n = o->ncols;
+  const char **bv = malloc(sizeof(char *) * (size_t)(n ? n : 1) * 2);
+  unsigned long *bl = malloc(sizeof(unsigned long) * (size_t)(n ? n : 1) * 2);
+  if (!bv || !bl) { free(bv); free(bl); return luaL_error(L, "out of memory"); }
+  const char **av = bv + n;
+  unsigned long *al = bl + n;
+  for (lua_Integer i = from; i <= to; i++) {
+    const mocdc_row *r = &o->rows[i - 1];
+    for (int c = 0; c < n; c++) {
+      size_t len;
+      if (r->before != MOCDC_NO_IMAGE) { bv[c] = mocdc_batch_val(o, r->before, c, &len); bl[c] = len; }
+      if (r->after != MOCDC_NO_IMAGE) { av[c] = mocdc_batch_val(o, r->after, c, &len); al[c] = len; }
+    }
+    if (mocdc_batch_add(b, r->op, r->ts, r->before != MOCDC_NO_IMAGE ? bv : NULL, bl,
+                        r->after != MOCDC_NO_IMAGE ? av : NULL, al) != 0) {
+      free(bv); free(bl);
+      return luaL_error(L, "batch:append: out of memory (or a batch over 4 GiB)");
+    }
+  }
+  free(bv); free(bl);
+  lua_pushinteger(L, (lua_Integer)b->nrows);
+  return 1;
+}
+
 static int l_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)mocdc_batch_check(L, 1)->nrows);
   return 1;
@@ -384,7 +418,7 @@ static int l_tostring(lua_State *L) {
 static const luaL_Reg batch_methods[] = {
     {"add", l_add},     {"add_named", l_add_named}, {"get", l_get},     {"get_named", l_get_named},
     {"count", l_count}, {"bytes", l_bytes},         {"clear", l_clear}, {"columns", l_columns},
-    {"free", l_free},   {NULL, NULL}};
+    {"free", l_free},   {"append", l_append}, {NULL, NULL}};
 
 /* Create the metatable on first use: conn.c may push a batch before anyone
  * required mocdc.batch.lib. Leaves nothing on the stack. */

@@ -451,6 +451,30 @@ static int l_query(lua_State *L) {
   return nret;
 }
 
+/* send(sql) -> true | nil, msg...: start a statement without waiting (reap() it) */
+static int l_send(lua_State *L) {
+  int nret;
+  mconn *c = ready_conn(L, 1, &nret);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  if (!c) return nret;
+  if (mysql_send_query(c->my, sql, (unsigned long)len)) return fail_my(L, c->my);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* reap() -> affected_rows | nil, msg...: the result of the statement send() started */
+static int l_reap(lua_State *L) {
+  int nret;
+  mconn *c = ready_conn(L, 1, &nret);
+  if (!c) return nret;
+  if (mysql_read_query_result(c->my)) return fail_my(L, c->my);
+  MYSQL_RES *res = mysql_store_result(c->my);
+  if (res) mysql_free_result(res);
+  lua_pushnumber(L, (double)mysql_affected_rows(c->my));
+  return 1;
+}
+
 /* exec(sql) -> affected_rows | nil, msg, errno, sqlstate */
 static int l_exec(lua_State *L) {
   int n = l_query(L);
@@ -956,7 +980,7 @@ static int l_client_info(lua_State *L) {
 
 int luaopen_mocdc_conn_lib(lua_State *L) {
   static const luaL_Reg conn_methods[] = {
-      {"query", l_query},           {"exec", l_exec},
+      {"query", l_query},           {"exec", l_exec}, {"send", l_send}, {"reap", l_reap},
       {"escape", l_escape},         {"server_info", l_server_info},
       {"server_version", l_server_version}, {"thread_id", l_thread_id},
       {"ping", l_ping},             {"close", l_conn_close},

@@ -234,6 +234,7 @@ function Runner:initial_positions()
     log.info("no full copy: streaming %d table(s) from %s", #fresh, position.format(p))
   end
   if #need_full > 0 then
+    src.o.needPosition = true
     local p = src:begin_snapshot()
     if not p then
       errors.raise(string.format("source %s (%s) cannot report the binlog position of a consistent snapshot; " ..
@@ -287,15 +288,74 @@ function Runner:apply(t, b)
     if b:count() == 0 then b:free() return end
   end
   self.mid_txn = true
-  local ok, e = pcall(sink.apply_changes, sink, t, b, self.cur_ev)
-  if not ok then
-    if self.transform then b:free() end
-    self:table_failed(t, e)
-  end
   local n = b:count()
+  if not (self.merge_rows and self:merge(t, b, n)) then
+    self:reap_sink()
+    local ok, e = pcall(sink.apply_changes, sink, t, b, self.cur_ev)
+    if not ok then
+      if self.transform then b:free() end
+      self:table_failed(t, e)
+    end
+  end
   if self.transform then b:free() end
   self.txn_rows = self.txn_rows + n
   self.applied = (self.applied or 0) + n
+end
+
+-- Batch merging (sinks with merges_batches, i.e. SQL sinks): the small
+-- batches of consecutive source transactions on one table are copied into one
+-- pending batch of up to batchSize rows (default 5000), applied as one
+-- DELETE + one REPLACE instead of two statements per source transaction
+-- (bench/binlog_apply.sh: ~15% less sink CPU, 100x fewer round trips). The
+-- builder collapses the merged rows per key as it does within any batch. The
+-- pending batch is applied before the watermark in flush() (so a sink
+-- transaction still ends on a source commit boundary), and before a batch of
+-- another table (order across tables is kept). A batch of batchSize rows or
+-- more is applied as it comes.
+local MERGE_MAX_BYTES = 16 * 1024 * 1024
+
+local function col_sig(cols)
+  local parts = {}
+  for i, c in ipairs(cols) do parts[i] = c.name .. "\0" .. c.class end
+  return table.concat(parts, "\1")
+end
+
+-- Takes b's rows into the pending batch (true), or returns false: apply b now.
+function Runner:merge(t, b, n)
+  local p = self.pending
+  if p and (n >= self.merge_rows or self.pending_t ~= t or self.pending_sig ~= col_sig(b:columns())) then
+    self:apply_pending()
+    p = nil
+  end
+  if n >= self.merge_rows then return false end
+  if not p then
+    local cols = b:columns()
+    p = batchlib.new(cols)
+    self.pending, self.pending_t, self.pending_sig = p, t, col_sig(cols)
+  end
+  if p.append then p:append(b) -- native copy, when the batch module has one
+  else for i = 1, n do p:add(b:get(i)) end end
+  if p:count() >= self.merge_rows or p:bytes() >= MERGE_MAX_BYTES then self:apply_pending() end
+  return true
+end
+
+-- The result of the sink's pipelined statement (sink.inflight_t, see
+-- sink/mysql.lua), charged to its own table.
+function Runner:reap_sink()
+  local t = self.sink.inflight_t
+  if not t then return end
+  local ok, e = pcall(self.sink.reap, self.sink)
+  if not ok then self:table_failed(t, e) end
+end
+
+function Runner:apply_pending()
+  local p, t = self.pending, self.pending_t
+  if not p then return end
+  self.pending, self.pending_t, self.pending_sig = nil, nil, nil
+  self:reap_sink()
+  local ok, e = pcall(self.sink.apply_changes, self.sink, t, p)
+  p:free()
+  if not ok then self:table_failed(t, e) end
 end
 
 function Runner:transform_batch(t, b)
@@ -323,6 +383,8 @@ end
 function Runner:flush(pos)
   if not self.in_txn then return end
   assert(not self.mid_txn, "internal: flush inside a source transaction")
+  self:apply_pending()
+  self:reap_sink()
   local sink = self.sink
   for _, t in ipairs(self.tables) do
     if not t.failed then
@@ -408,6 +470,9 @@ function Runner:stream_loop()
     return self:summary()
   end
   self.idle_interval = tonumber(o.heartbeatInterval) or 1
+  if self.pending then self.pending:free() self.pending = nil end -- rolled back with the sink transaction
+  self.merge_rows = self.sink.merges_batches and (tonumber(o.batchSize) or 5000) or nil
+  self.sink.pipelined = self.sink.can_pipeline ~= nil and self.sink:can_pipeline()
   local max_txn_rows = tonumber(o.maxTxnRows) or 50000
   local flush_interval = tonumber(self.job.opts.flushInterval) or 0.2
   local server_id = tonumber(o.serverId) or (1000000 + (util.getpid() % 1000000))

@@ -80,7 +80,32 @@ function M.hint(code)
   return h and ("; " .. h) or ""
 end
 
+-- Pipelined apply (sink.pipelined = sink:can_pipeline(), set by cdc.lua): the
+-- last statement of each apply_changes() is sent without waiting for its
+-- result, so the sink executes it while mocdc reads and decodes the next source
+-- events. Its result is collected (reap) before anything else uses the
+-- connection through the sink: the next statement, the watermark, COMMIT,
+-- ROLLBACK (a caller using sink.c directly must call sink:reap() first). Needs
+-- the native conn's send/reap; never with errorHandleOption=ignore (a failing
+-- batch is then replayed row by row, which needs the batch at hand).
+function Sink:can_pipeline()
+  local h = self.c and self.c.h
+  return not self.ignore and h ~= nil and h.send ~= nil and h.reap ~= nil
+end
+
+function Sink:reap()
+  local t = self.inflight_t
+  if not t then return end
+  self.inflight_t = nil
+  local n, err, code = self.c.h:reap()
+  if not n then
+    errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, err,
+      code and (" (error " .. code .. ")") or "", M.hint(code)), code)
+  end
+end
+
 function Sink:exec(sql, what)
+  self:reap()
   local n, err, code, state = self.c:exec(sql)
   if not n then
     errors.raise(string.format("sink %s: %s failed: %s%s%s", self.c.label, what or "statement", err,
@@ -90,6 +115,7 @@ function Sink:exec(sql, what)
 end
 
 function Sink:query(sql, what)
+  self:reap()
   local rows, err, code = self.c:query(sql)
   if not rows then
     errors.raise(string.format("sink %s: %s failed: %s", self.c.label, what or "query", err), code)
@@ -160,6 +186,7 @@ function Sink:commit()
 end
 
 function Sink:rollback()
+  if self.inflight_t then pcall(self.reap, self) end
   if self.in_txn then
     pcall(self.c.exec, self.c, "ROLLBACK")
     self.in_txn = false
@@ -243,6 +270,7 @@ function Sink:apply_batch(batch, t, mode)
     if self.ignore and #opts.key > 0 then self:apply_one_by_one(t, batch, opts) return 0 end
     errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err))
   end
+  self:reap()
   for _, sql in ipairs(stmts) do
     local n, eerr, code = self.c:exec(sql)
     if not n then
@@ -280,8 +308,15 @@ function Sink:apply_changes(t, b)
     if self.ignore and #key > 0 then return self:apply_one_by_one(t, b, opts) end
     errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err))
   end
-  for _, sql in ipairs(stmts) do
-    local n, eerr, code = self.c:exec(sql)
+  self:reap()
+  for i, sql in ipairs(stmts) do
+    local n, eerr, code
+    if self.pipelined and i == #stmts then
+      n, eerr, code = self.c.h:send(sql)
+      if n then self.inflight_t = t end
+    else
+      n, eerr, code = self.c:exec(sql)
+    end
     if not n then
       -- error-handle-option=ignore: replay this batch row by row (REPLACE/DELETE
       -- by key are idempotent) and record each failing row as a dead letter.
