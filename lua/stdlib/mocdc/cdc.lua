@@ -300,6 +300,7 @@ function Runner:apply(t, b)
   if self.transform then b:free() end
   self.txn_rows = self.txn_rows + n
   self.applied = (self.applied or 0) + n
+  t.applied = (t.applied or 0) + n
 end
 
 -- Batch merging (sinks with merges_batches, i.e. SQL sinks): the small
@@ -617,7 +618,7 @@ end
 function Runner:summary()
   local out = {}
   for _, t in ipairs(self.tables) do
-    out[#out + 1] = { src = t.src_label, dst = t.dst_db .. "." .. t.dst_table, rows = self.applied or 0,
+    out[#out + 1] = { src = t.src_label, dst = t.dst_db .. "." .. t.dst_table, rows = t.applied or 0,
       seconds = 0, cdc = true, position = t.pos }
   end
   return out

@@ -91,7 +91,10 @@ local function cmd_run(args)
     log.info("done; peak RSS %d MB", math.floor(require("mocdc.util.lib").peak_rss_kb() / 1024 + 0.5))
     for _, summary in ipairs(results) do
       for _, s in ipairs(summary) do
-        if s.skipped then
+        if s.cdc then
+          print(string.format("%s -> %s: %d change(s) applied, in sync at %s", s.src, s.dst, s.rows,
+            require("mocdc.position").format(s.position)))
+        elseif s.skipped then
           print(string.format("%s -> %s: already in sync", s.src, s.dst))
         else
           print(string.format("%s -> %s: %d rows copied in %.2f s", s.src, s.dst, s.rows, s.seconds))
