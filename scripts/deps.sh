@@ -13,7 +13,16 @@ mocdc_install_deps() {
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   # never start the distribution's MariaDB service: tests and the demo run their own servers
   export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
+  # ...and keep the package scripts from starting it (policy-rc.d: 101 = action forbidden)
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null && $SUDO chmod +x /usr/sbin/policy-rc.d &&
+      created_policy=1
+  fi
   $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
+  rc=$?
+  [ -n "$created_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  return $rc
 }
 mocdc_build() {
   cmake -S "$MOCDC_ROOT" -B "$MOCDC_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
