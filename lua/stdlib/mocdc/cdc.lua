@@ -475,7 +475,8 @@ function Runner:stream_loop()
   self.merge_rows = self.sink.merges_batches and (tonumber(o.batchSize) or 5000) or nil
   self.sink.pipelined = self.sink.can_pipeline ~= nil and self.sink:can_pipeline()
   local max_txn_rows = tonumber(o.maxTxnRows) or 50000
-  local flush_interval = tonumber(self.job.opts.flushInterval) or 0.2
+  -- duration (MLSQL) / flushInterval: longest time a sink transaction stays open while busy
+  local flush_interval = tonumber(self.job.opts.flushInterval or self.job.opts.duration) or 0.2
   local server_id = tonumber(o.serverId) or (1000000 + (util.getpid() % 1000000))
   local uri = require("mocdc.uri").parse(src.uri, { password = o.password })
   local h, err, code = binlog.open({ host = uri.host, port = uri.port, user = uri.login or uri.user,

@@ -48,6 +48,16 @@ local function sinks(ctx)
     if o.mode and tostring(o.mode):lower() ~= "append" then
       error(string.format("save.append: mode \"%s\" is not supported (use mode = \"Append\")", tostring(o.mode)), 2)
     end
+    -- the sink's target pattern ({db}/{table}) decides where each source table goes:
+    -- the job gets its own copy of the source options carrying it
+    if o.target ~= nil then
+      local so = {}
+      for k, v in pairs(s.source.opts or {}) do so[k] = v end
+      so.target = o.target
+      local copy = stream.new({ kind = s.source.kind, opts = so })
+      copy.transforms = s.transforms
+      s = copy
+    end
     ctx.jobs[#ctx.jobs + 1] = { stream = s, target = target, opts = o }
   end
   return save
