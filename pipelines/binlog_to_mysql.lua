@@ -11,6 +11,7 @@
 --   checkpoint        checkpointLocation (default $MOCDC_HOME/pipelines/binlog_to_mysql)
 --   merge_schema      "true" to apply source DDL to the sink (default: DDL on a synced table stops)
 --   server_id         replica server id (default derived from the process id)
+--   idCols            key columns for source tables without a primary key ("id" or "a,b")
 --   no_full           "true": no initial copy, stream from the source's current position
 --   start_gtid        MariaDB GTID to start after (implies no full copy)
 --
@@ -36,5 +37,6 @@ save.append(changes, var("sink_uri", "mysql://root:111@127.0.0.1:3306"), {
   password = os.getenv("MOCDC_SINK_PASSWORD"),
   target = vars.databaseNamePattern and var("target", "{db}.{table}") or nil,
   mergeSchema = vars.merge_schema,
+  idCols = vars.idCols,          -- key columns for tables without a primary key (MLSQL's idCols)
   checkpointLocation = vars.checkpoint,
 })

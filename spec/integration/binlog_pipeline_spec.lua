@@ -151,6 +151,26 @@ mdb.describe("binlog pipeline (issue 3)", function()
     assert.equals(4, tonumber(sink:rows("SELECT COUNT(*) FROM nopk.events")[1][1]))
   end)
 
+  it("uses idCols as the key of a table without a primary key (upserts replace, never duplicate)", function()
+    local cp = fresh("idcols")
+    src:sql([[DROP DATABASE IF EXISTS nokey; CREATE DATABASE nokey; CREATE TABLE nokey.t (id INT NOT NULL, v VARCHAR(10));
+      INSERT INTO nokey.t VALUES (1, 'a'), (2, 'b');]])
+    sink:sql("DROP DATABASE IF EXISTS nokey")
+    local args = { "--set", "tables=nokey.t", "--set", "idCols=id" }
+    local rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    src:sql("UPDATE nokey.t SET v = 'A' WHERE id = 1; DELETE FROM nokey.t WHERE id = 2; INSERT INTO nokey.t VALUES (3, 'c')")
+    rc, _, err = run(cp, args)
+    assert.equals(0, rc, err)
+    assert.same({ { "1", "A" }, { "3", "c" } }, (sink:rows("SELECT * FROM nokey.t ORDER BY id")))
+    -- an existing sink table without that key is refused with what to do
+    local cp2 = fresh("idcols2")
+    sink:sql("DROP DATABASE IF EXISTS nokey; CREATE DATABASE nokey; CREATE TABLE nokey.t (id INT NOT NULL, v VARCHAR(10))")
+    rc, _, err = run(cp2, args)
+    assert.is_not.equals(0, rc)
+    assert.matches("has no primary or unique NOT NULL key on idCols %(id%): add one", err)
+  end)
+
   it("writes seed 004's JSONL change records with the file sink", function()
     fresh("files")
     src:sql([[DROP DATABASE IF EXISTS mlsql_console; CREATE DATABASE mlsql_console;

@@ -73,8 +73,29 @@ function M.prepare(t, sink, transforms, skip_compare)
     if #keys > 0 then defs[#defs + 1] = "  PRIMARY KEY (" .. table.concat(keys, ", ") .. ")" end
     create_sql = "CREATE TABLE `x` (\n" .. table.concat(defs, ",\n") .. "\n)"
   end
+  if t.key_from_idcols and create_sql and not renamed then
+    -- idCols drive upserts: a sink table created for a keyless source table gets
+    -- that key, so REPLACE replaces instead of adding a row
+    local schema = require("mocdc.schema")
+    local keys = {}
+    for _, k in ipairs(t.key) do keys[#keys + 1] = schema.qi(k) end
+    create_sql = create_sql:gsub("\n%)([^\n]*)$", ",\n  PRIMARY KEY (" .. table.concat(keys, ", ") .. ")\n)%1", 1)
+  end
   sink:prepare_table({ src_label = t.src_label, dst_db = t.dst_db, dst_table = t.dst_table,
     columns = out_cols, create_sql = create_sql }, #transforms > 0, skip_compare)
+  if t.key_from_idcols and sink.c and sink.c.flavour ~= "file" then
+    local schema = require("mocdc.schema")
+    local have = schema.primary_key(sink.c, t.dst_db, t.dst_table)
+    local want, got = {}, {}
+    for _, k in ipairs(t.dst_key or t.key) do want[#want + 1] = k:lower() end
+    for _, k in ipairs(have) do got[#got + 1] = k:lower() end
+    table.sort(want) table.sort(got)
+    if table.concat(want, ",") ~= table.concat(got, ",") then
+      errors.raise(string.format("sink table %s.%s has no primary or unique NOT NULL key on idCols (%s): " ..
+        "add one (ALTER TABLE ... ADD PRIMARY KEY (%s)) so upserts replace rows instead of duplicating them",
+        t.dst_db, t.dst_table, table.concat(t.key, ", "), table.concat(t.key, ", ")), 2)
+    end
+  end
   t.dst_key_idx = {}
   for j, ki in ipairs(t.key_idx) do
     local name = (t.dst_key and t.dst_key[j]) or t.columns[ki].name

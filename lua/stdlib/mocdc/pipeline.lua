@@ -50,10 +50,12 @@ local function sinks(ctx)
     end
     -- the sink's target pattern ({db}/{table}) decides where each source table goes:
     -- the job gets its own copy of the source options carrying it
-    if o.target ~= nil then
+    -- (and idCols, which MLSQL gives to save: the key of tables without one)
+    if o.target ~= nil or o.idCols ~= nil then
       local so = {}
       for k, v in pairs(s.source.opts or {}) do so[k] = v end
-      so.target = o.target
+      so.target = o.target or so.target
+      so.idCols = so.idCols or o.idCols
       local copy = stream.new({ kind = s.source.kind, opts = so })
       copy.transforms = s.transforms
       s = copy

@@ -71,6 +71,16 @@ end
 
 -- resolve(conn, opts, source_label) -> array of {src_db, src_table, dst_db, dst_table}
 function M.resolve(c, o, label)
+  -- mo_cdc's level: account = every table, database needs databases, table needs tables
+  if o.level ~= nil then
+    if o.level ~= "account" and o.level ~= "database" and o.level ~= "table" then
+      errors.raise(string.format("level '%s' must be account, database or table", tostring(o.level)), 2)
+    end
+    if o.level == "table" and not o.tables then errors.raise("level = \"table\" needs tables = \"db.t:db2.t2,...\"", 2) end
+    if o.level == "database" and not o.databases and not o.tables then
+      errors.raise("level = \"database\" needs databases = \"db1:db2\"", 2)
+    end
+  end
   local f = M.compile_filters(o)
   local all = schema.list_tables(c)
   local out, seen = {}, {}

@@ -85,7 +85,7 @@ function Src:tables()
     t.columns = copy
     t.key = schema.primary_key(self.c, t.src_db, t.src_table)
     if self.o.idCols and #t.key == 0 then
-      t.key = {}
+      t.key, t.key_from_idcols = {}, true
       for name in tostring(self.o.idCols):gmatch("[^,%s]+") do t.key[#t.key + 1] = name end
     end
     t.key_idx = {}
