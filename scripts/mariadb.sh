@@ -38,14 +38,17 @@ mdb() {
   name=$1; shift
   MYSQL_PWD=$MDB_PW mariadb --no-defaults -h127.0.0.1 -P"$(cat "$MDB_TMP/$name/port")" -uroot "$@"
 }
-mdb_stop_all() {
+mdb_stop_all() {  # safe under set -e (used in EXIT traps)
+  local p
   for p in "$MDB_TMP"/*/pid; do
-    [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null
+    [ -f "$p" ] && { kill "$(cat "$p")" 2>/dev/null || true; }
   done
   for p in "$MDB_TMP"/*/pid; do
     [ -f "$p" ] || continue
-    i=0; while kill -0 "$(cat "$p")" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$(cat "$p")" 2>/dev/null
+    local i=0
+    while kill -0 "$(cat "$p")" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$(cat "$p")" 2>/dev/null || true
   done
-  rm -rf "$MDB_TMP"
+  rm -rf "$MDB_TMP" || true
+  return 0
 }
