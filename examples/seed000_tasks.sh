@@ -18,7 +18,18 @@ SRC="mysql://root:111@127.0.0.1:$P1"
 SINK="mysql://root:111@127.0.0.1:$P2"
 mocdc() { echo "> mocdc $*" | sed 's/:111@/:******@/g'; "$MOCDC_ROOT/build/mocdc" "$@"; }
 show_sink() { echo "mysql> select * from analytics_db.orders_backup;"; mdb sink -t -e "select * from analytics_db.orders_backup order by order_id"; }
-settle() { sleep "${1:-2}"; }
+# wait (up to 30 s) until the sink table holds exactly the source's rows
+settle() {
+  local q="SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS('#', order_id, customer_id, order_date, amount, status))), 0)"
+  local i=0
+  while [ $i -lt 300 ]; do
+    a=$(mdb source -N -e "$q FROM source_db.orders" 2>/dev/null || true)
+    b=$(mdb sink -N -e "$q FROM analytics_db.orders_backup" 2>/dev/null || true)
+    [ -n "$a" ] && [ "$a" = "$b" ] && return 0
+    sleep 0.1; i=$((i + 1))
+  done
+  echo "(sink not in sync after 30 s)"
+}
 
 mdb source <<'SQL'
 CREATE DATABASE source_db;
@@ -51,7 +62,7 @@ echo "== while paused: insert 11, 12, 13 on the source"
 mdb source -e "INSERT INTO source_db.orders VALUES (11, 111, '2024-06-15 08:30:00', 250.75, 'Processing');
   INSERT INTO source_db.orders VALUES (12, 112, '2024-07-22 15:45:00', 399.99, 'Shipped');
   INSERT INTO source_db.orders VALUES (13, 113, '2024-08-30 10:20:00', 599.99, 'Delivered');"
-settle 1
+sleep 1
 show_sink
 mocdc task resume --task-name "task1" --source-uri "$SRC"
 settle
