@@ -73,8 +73,10 @@ local function first_row(conn, sql)
 end
 
 -- The source's current binlog position: {file=, pos=} | nil, msg.
+-- (MySQL 8.4 renamed SHOW MASTER STATUS to SHOW BINARY LOG STATUS.)
 function M.master_status(conn)
   local row, err = first_row(conn, "SHOW MASTER STATUS")
+  if not row then row = first_row(conn, "SHOW BINARY LOG STATUS") end
   if not row then
     return nil, err or "SHOW MASTER STATUS returned nothing: the binary log is off on the source (log_bin)"
   end

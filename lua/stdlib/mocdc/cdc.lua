@@ -46,18 +46,18 @@ function M.check_binlog_settings(c)
   end
 end
 
+-- The source's current binlog position (raises a clear error when there is none).
 function M.master_status(c)
-  local rows = c:query("SHOW MASTER STATUS")
-  if not rows or not rows[1] then
-    rows = c:query("SHOW BINARY LOG STATUS")
-  end
-  if not rows or not rows[1] then errors.raise("source " .. c.label .. ": SHOW MASTER STATUS returned nothing (is log_bin on?)") end
-  return { file = rows[1][1], pos = tonumber(rows[1][2]) }
+  local p, err = binlog.master_status(c)
+  if not p then errors.raise("source " .. c.label .. ": " .. tostring(err)) end
+  return p
 end
 
+-- The oldest binlog still on the source, from its start.
 function M.first_binlog(c)
-  local rows = row_of(c, "SHOW BINARY LOGS")
-  return { file = rows[1][1], pos = 4 }
+  local logs, err = binlog.binary_logs(c)
+  if not logs or not logs[1] then errors.raise("source " .. c.label .. ": SHOW BINARY LOGS failed: " .. tostring(err)) end
+  return { file = logs[1].file, pos = 4 }
 end
 
 -- MLSQL start options: bingLogNamePrefix + binlogIndex + binlogFileOffset.
@@ -240,8 +240,7 @@ function Runner:initial_positions()
       errors.raise(string.format("source %s (%s) cannot report the binlog position of a consistent snapshot; " ..
         "use noFull = true with binlogIndex/binlogFileOffset after loading the tables yourself", src.c.label, src.c.flavour))
     end
-    local cctx = { src = src, sink = sink, store = self.store, transforms = self.job.stream.transforms,
-      chunk_rows = tonumber(o.chunkSize) or 100000, batch_rows = tonumber(o.batchSize) or 5000, final_phase = "cdc" }
+    local cctx = copy.context(src, sink, self.store, self.job.stream.transforms, o, { final_phase = "cdc" })
     for _, t in ipairs(need_full) do
       -- a resumed copy keeps the position of the snapshot it started with
       cctx.position = (t.wm and t.wm.position) or p
@@ -264,7 +263,7 @@ end
 -- transaction is rolled back and the stream restarts from the last committed
 -- position for the other tables, so none of their changes is lost.
 function Runner:table_failed(t, e)
-  if require("mocdc.task").retryable(e) then error(e, 0) end
+  if errors.retryable(e) then error(e, 0) end
   local active = 0
   for _, x in ipairs(self.tables) do if not x.failed then active = active + 1 end end
   if active <= 1 then error(e, 0) end

@@ -8,6 +8,9 @@ local batchlib = require("mocdc.batch")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local progress = require("mocdc.progress")
+local schema = require("mocdc.schema")
+local cjson = require("cjson")
+local options = require("mocdc.options")
 local stream = require("mocdc.stream")
 local util = require("mocdc.util.lib")
 
@@ -53,7 +56,6 @@ function M.prepare(t, sink, transforms, skip_compare)
   local create_sql = t.create_sql
   if renamed then
     -- rename/drop changed the column list: build the DDL from column definitions
-    local schema = require("mocdc.schema")
     local defs, keys = {}, {}
     for _, c in ipairs(out_cols) do
       defs[#defs + 1] = "  " .. schema.qi(c.name) .. " " .. c.column_type .. (c.nullable and " NULL" or " NOT NULL")
@@ -76,7 +78,6 @@ function M.prepare(t, sink, transforms, skip_compare)
   if t.key_from_idcols and create_sql and not renamed then
     -- idCols drive upserts: a sink table created for a keyless source table gets
     -- that key, so REPLACE replaces instead of adding a row
-    local schema = require("mocdc.schema")
     local keys = {}
     for _, k in ipairs(t.key) do keys[#keys + 1] = schema.qi(k) end
     create_sql = create_sql:gsub("\n%)([^\n]*)$", ",\n  PRIMARY KEY (" .. table.concat(keys, ", ") .. ")\n)%1", 1)
@@ -84,7 +85,6 @@ function M.prepare(t, sink, transforms, skip_compare)
   sink:prepare_table({ src_label = t.src_label, dst_db = t.dst_db, dst_table = t.dst_table,
     columns = out_cols, create_sql = create_sql }, #transforms > 0, skip_compare)
   if t.key_from_idcols and sink.c and sink.c.flavour ~= "file" then
-    local schema = require("mocdc.schema")
     local have = schema.primary_key(sink.c, t.dst_db, t.dst_table)
     local want, got = {}, {}
     for _, k in ipairs(t.dst_key or t.key) do want[#want + 1] = k:lower() end
@@ -103,7 +103,17 @@ function M.prepare(t, sink, transforms, skip_compare)
   end
 end
 
--- Copy one table. ctx: {src, sink, store, transforms, chunk_rows, batch_rows, position}
+-- The context copy_table needs: chunkSize (rows per sink transaction of the
+-- LOAD DATA path) and batchSize (rows per batch on the SQL path) come from
+-- the source options; `extra` adds position / final_phase.
+function M.context(src, sink, store, transforms, so, extra)
+  local ctx = { src = src, sink = sink, store = store, transforms = transforms,
+    chunk_rows = options.number(so, "chunkSize", 100000), batch_rows = options.number(so, "batchSize", 5000) }
+  for k, v in pairs(extra or {}) do ctx[k] = v end
+  return ctx
+end
+
+-- Copy one table. ctx: see M.context
 function M.copy_table(ctx, t)
   local src, sink, store = ctx.src, ctx.sink, ctx.store
   local dst_label = t.dst_db .. "." .. t.dst_table
@@ -128,7 +138,7 @@ function M.copy_table(ctx, t)
     last_key = M.encode_key(last_key)
     sink:set_watermark(t.src_label, dst_label, "full", last_key, ctx.position)
     sink:commit()
-    store:set("table/" .. t.src_label, require("cjson").encode({ phase = "full", full_key = last_key }))
+    store:set("table/" .. t.src_label, cjson.encode({ phase = "full", full_key = last_key }))
   end
   local ok, err = pcall(function()
     if not fn and sink.use_load_data then
@@ -194,7 +204,7 @@ function M.copy_table(ctx, t)
   sink:begin()
   sink:set_watermark(t.src_label, dst_label, final_phase, nil, ctx.position)
   sink:commit()
-  store:set("table/" .. t.src_label, require("cjson").encode({ phase = final_phase, position = ctx.position }))
+  store:set("table/" .. t.src_label, cjson.encode({ phase = final_phase, position = ctx.position }))
   return total, elapsed, false
 end
 

@@ -28,4 +28,24 @@ function M.check(prefix, ok, msg, ...)
   return ok, msg, ...
 end
 
+local RETRYABLE = { [1205] = true, [1213] = true, [2006] = true, [2013] = true, [2003] = true, [1043] = true,
+  [2002] = true, [2055] = true, [1053] = true, [1927] = true }
+local PERMANENT = { [1045] = true, [1044] = true, [1049] = true, [1142] = true, [1227] = true }
+
+-- retryable(e): a transient failure worth retrying with backoff (lost
+-- connection, deadlock, lock wait timeout, server restarting), as opposed to
+-- one that needs the user (access denied, bad data, missing object).
+function M.retryable(e)
+  if type(e) == "table" and RETRYABLE[e.code] then return true end
+  if type(e) == "table" and PERMANENT[e.code] then return false end
+  local m = (type(e) == "table" and type(e.msg) == "string") and e.msg or M.message(e)
+  if m:find("Access denied", 1, true) then return false end
+  for _, pat in ipairs({ "Lost connection", "server has gone away", "Can't connect", "Connection refused",
+    "Server shutdown in progress", "Connection was killed", "Deadlock found", "Lock wait timeout",
+    "cannot connect to", "Connection reset", "is closed" }) do
+    if m:find(pat, 1, true) then return true end
+  end
+  return false
+end
+
 return M

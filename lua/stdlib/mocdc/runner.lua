@@ -17,16 +17,6 @@ local function home()
 end
 M.home = home
 
-local function int_opt(o, name, default)
-  local v = o[name]
-  if v == nil then return default end
-  local n = tonumber(v)
-  if not n or n <= 0 or n ~= math.floor(n) then
-    errors.raise(string.format("option %s = '%s' is not a positive integer", name, tostring(v)), 2)
-  end
-  return n
-end
-
 function M.open_sink(job, name)
   local o = job.opts
   local kind = job.target:match("^(%a[%w+.-]*)://")
@@ -63,9 +53,7 @@ function M.run_snapshot(job, ctx, run_opts)
     -- validate every table before the first write
     for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
     sink:ensure_watermark()
-    local cctx = { src = src, sink = sink, store = store, transforms = job.stream.transforms,
-      chunk_rows = int_opt(so, "chunkSize", 100000), batch_rows = int_opt(so, "batchSize", 5000),
-      position = src.position }
+    local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = src.position })
     local summary = {}
     for _, t in ipairs(list) do
       local n, el, skipped = copy.copy_table(cctx, t)

@@ -275,7 +275,7 @@ function Sink:apply_batch(batch, t, mode)
     local n, eerr, code = self.c:exec(sql)
     if not n then
       -- error-handle-option=ignore: as in apply_changes (REPLACE by key is idempotent)
-      if self.ignore and #opts.key > 0 and not require("mocdc.task").retryable({ code = code, msg = eerr }) then
+      if self.ignore and #opts.key > 0 and not errors.retryable({ code = code, msg = eerr }) then
         self:apply_one_by_one(t, batch, opts)
         return #stmts
       end
@@ -321,7 +321,7 @@ function Sink:apply_changes(t, b)
       -- error-handle-option=ignore: replay this batch row by row (REPLACE/DELETE
       -- by key are idempotent) and record each failing row as a dead letter.
       -- Transient errors and keyless tables (plain INSERTs) are never skipped.
-      if self.ignore and #key > 0 and not require("mocdc.task").retryable({ code = code, msg = eerr }) then
+      if self.ignore and #key > 0 and not errors.retryable({ code = code, msg = eerr }) then
         return self:apply_one_by_one(t, b, opts)
       end
       errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
@@ -347,7 +347,7 @@ function Sink:apply_one_by_one(t, b, opts)
       for _, sql in ipairs(stmts) do
         local n, eerr, code = self.c:exec(sql)
         if not n then
-          if require("mocdc.task").retryable({ code = code, msg = eerr }) then
+          if errors.retryable({ code = code, msg = eerr }) then
             errors.raise(string.format("sink %s: writing to %s.%s failed: %s", self.c.label, t.dst_db, t.dst_table, eerr), code)
           end
           failed_sql, failed_err, failed_code = sql, eerr, code

@@ -50,16 +50,7 @@ local M = {}
 local Engine = {}
 Engine.__index = Engine
 
-local function num_opt(o, name, default, min)
-  local v = o[name]
-  if v == nil or v == "" then return default end
-  local n = tonumber(v)
-  if not n or n < (min or 1) then
-    errors.raise(string.format("option %s = '%s' must be a number >= %s", name, tostring(v), tostring(min or 1)), 2)
-  end
-  return n
-end
-M.num_opt = num_opt
+local num_opt = require("mocdc.options").number
 
 -- Lower bound for the next change scan of system-versioned tables, taken
 -- BEFORE the snapshot starts: the earlier of now and the start of the oldest
@@ -691,9 +682,7 @@ function M.run(job, ctx, run_opts)
         local wm = sink:read_watermark(t.src_label)
         if not wm or wm.phase == "full" then
           local fresh = wm == nil
-          local cctx = { src = src, sink = sink, store = store, transforms = job.stream.transforms,
-            chunk_rows = num_opt(so, "chunkSize", 100000), batch_rows = num_opt(so, "batchSize", 5000),
-            position = info, final_phase = "diff" }
+          local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = info, final_phase = "diff" })
           local n, el = copy.copy_table(cctx, t)
           log.info("copied %s -> %s: %s rows in %.2f s", t.src_label, t.dst_label, progress.fmt_int(n), el)
           if fresh then

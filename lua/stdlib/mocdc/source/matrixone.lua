@@ -325,9 +325,7 @@ function M.run(job, ctx, run_opts)
         local info = { snapshot = snap, ts = ts, iteration = iteration, verified = position(wm).verified or 0 }
         t.src_ref = src:table_ref(t)
         if not wm or wm.phase == "full" then
-          local cctx = { src = src, sink = sink, store = store, transforms = job.stream.transforms,
-            chunk_rows = diffsrc.num_opt(so, "chunkSize", 100000), batch_rows = diffsrc.num_opt(so, "batchSize", 5000),
-            position = info, final_phase = "mo" }
+          local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = info, final_phase = "mo" })
           local n, el = copy.copy_table(cctx, t)
           log.info("copied %s -> %s at snapshot %s: %s rows in %.2f s", t.src_label, t.dst_label, snap,
             progress.fmt_int(n), el)

@@ -48,9 +48,7 @@ function Src:begin_snapshot()
     ex("FLUSH TABLES WITH READ LOCK")
     local ok, err = pcall(function()
       ex("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-      local rows = c:query("SHOW MASTER STATUS")
-      if not rows or not rows[1] then rows = c:query("SHOW BINARY LOG STATUS") end
-      if rows and rows[1] then self.position = { file = rows[1][1], pos = tonumber(rows[1][2]) } end
+      self.position = require("mocdc.binlog").master_status(c)
     end)
     c:exec("UNLOCK TABLES")
     if not ok then error(err, 0) end
