@@ -637,33 +637,50 @@ local function same_columns(c, t)
   return diff.signature(now) == diff.signature(t.columns), now
 end
 
+-- What the snapshot-diff and MatrixOne runners share: open the sink (it must
+-- be SQL: its rows are the previous state) and the checkpoint store, resolve
+-- and prepare the tables, build the engine. `opened` receives sink and store
+-- as soon as they exist, so M.teardown closes them whatever failed.
+-- before_engine(list), when given, runs once the tables are prepared.
+function M.setup(job, ctx, src, opened, need_sql_sink, before_engine)
+  local runner = require("mocdc.runner")
+  local sink = runner.open_sink(job, ctx.name)
+  opened.sink = sink
+  if not sink.apply_batch or not sink.c then errors.raise(need_sql_sink, 2) end
+  opened.store = runner.open_store(job, ctx.name)
+  local opts = {}
+  for k, v in pairs(job.stream.source.opts) do opts[k] = v end
+  for k, v in pairs(job.opts) do opts[k] = v end
+  local list = src:tables()
+  for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
+  if before_engine then before_engine(list) end
+  local eng = M.new({ src = src, sink = sink, opts = opts, transforms = job.stream.transforms,
+    hooks = { should_stop = ctx.should_stop } })
+  for _, t in ipairs(list) do eng:prepare(t) end
+  sink:ensure_watermark()
+  eng:ensure_state_table()
+  return sink, opened.store, list, eng
+end
+
+function M.teardown(src, opened)
+  src:close()
+  if opened.sink then pcall(opened.sink.rollback, opened.sink) opened.sink:close() end
+  if opened.store then opened.store:close() end
+end
+
 -- run(job, ctx, run_opts): full copy of tables not copied yet, then one diff
 -- iteration every `duration` seconds (run_opts.once: until the sink is in
 -- sync once). Returns the summary of the last iteration.
 function M.run(job, ctx, run_opts)
   run_opts = run_opts or {}
-  local runner = require("mocdc.runner")
   local snapshot = require("mocdc.source.snapshot")
   local so = job.stream.source.opts
   local interval = M.interval(job) or 0
   local src = snapshot.open(so)
-  local sink, store
+  local opened = {}
   local ok, res = pcall(function()
-    sink = runner.open_sink(job, ctx.name)
-    if not sink.apply_batch or not sink.c then
-      errors.raise("snapshot diffing needs a mysql:// sink: it reads the sink's rows as the previous state", 2)
-    end
-    store = runner.open_store(job, ctx.name)
-    local opts = {}
-    for k, v in pairs(so) do opts[k] = v end
-    for k, v in pairs(job.opts) do opts[k] = v end
-    local list = src:tables()
-    for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
-    local eng = M.new({ src = src, sink = sink, opts = opts, transforms = job.stream.transforms,
-      hooks = { should_stop = ctx.should_stop } })
-    for _, t in ipairs(list) do eng:prepare(t) end
-    sink:ensure_watermark()
-    eng:ensure_state_table()
+    local sink, store, list, eng = M.setup(job, ctx, src, opened,
+      "snapshot diffing needs a mysql:// sink: it reads the sink's rows as the previous state")
     local iteration = 0
     local summary
     while true do
@@ -717,9 +734,7 @@ function M.run(job, ctx, run_opts)
     end
     return summary
   end)
-  src:close()
-  if sink then pcall(sink.rollback, sink) sink:close() end
-  if store then store:close() end
+  M.teardown(src, opened)
   if not ok then error(res, 0) end
   return res
 end

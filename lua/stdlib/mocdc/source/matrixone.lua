@@ -281,29 +281,16 @@ end
 
 function M.run(job, ctx, run_opts)
   run_opts = run_opts or {}
-  local runner = require("mocdc.runner")
   local so = job.stream.source.opts
   local interval = diffsrc.interval(job) or 0
   local src = M.open(so)
-  local sink, store
+  local opened = {}
   local ok, res = pcall(function()
-    sink = runner.open_sink(job, ctx.name)
-    if not sink.apply_batch or not sink.c then
-      errors.raise("the MatrixOne source needs a mysql:// or matrixone:// sink", 2)
-    end
-    store = runner.open_store(job, ctx.name)
-    local opts = {}
-    for k, v in pairs(so) do opts[k] = v end
-    for k, v in pairs(job.opts) do opts[k] = v end
-    local list = src:tables()
-    for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
-    if so.pitr ~= false and so.pitr ~= "false" then src:check_pitr(list) end
-    local eng = diffsrc.new({ src = src, sink = sink, opts = opts, transforms = job.stream.transforms,
-      hooks = { should_stop = ctx.should_stop } })
-    src.snap = "mocdc_unset"
-    for _, t in ipairs(list) do eng:prepare(t) end
-    sink:ensure_watermark()
-    eng:ensure_state_table()
+    local sink, store, list, eng = diffsrc.setup(job, ctx, src, opened,
+      "the MatrixOne source needs a mysql:// or matrixone:// sink", function(list)
+        if so.pitr ~= false and so.pitr ~= "false" then src:check_pitr(list) end
+        src.snap = "mocdc_unset"
+      end)
     local prefix = sql.snapshot_prefix(ctx.name)
     local mode = so.diff or "branch" -- "branch" | "chunks"
     local verify = tonumber(so.verifyInterval) or 3600
@@ -409,9 +396,7 @@ function M.run(job, ctx, run_opts)
     end
     return summary
   end)
-  src:close()
-  if sink then pcall(sink.rollback, sink) sink:close() end
-  if store then store:close() end
+  diffsrc.teardown(src, opened)
   if not ok then error(res, 0) end
   return res
 end
