@@ -423,16 +423,7 @@ static const luaL_Reg batch_methods[] = {
 /* Create the metatable on first use: conn.c may push a batch before anyone
  * required mocdc.batch.lib. Leaves nothing on the stack. */
 static void ensure_mt(lua_State *L) {
-  if (luaL_newmetatable(L, BATCH_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, batch_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  mocdc_class(L, BATCH_MT, batch_methods, l_gc, l_tostring);
 }
 
 void mocdc_batch_push(lua_State *L, mocdc_batch *b) {

@@ -2414,16 +2414,7 @@ int luaopen_mocdc_binlog_lib(lua_State *L) {
       {"info", l_info}, {"readable", l_readable}, {"close", l_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"open", l_open}, {"decode_value", l_decode_value}, {"format_real", l_format_real}, {NULL, NULL}};
-  if (luaL_newmetatable(L, BINLOG_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  mocdc_class(L, BINLOG_MT, methods, l_close, l_tostring);
   lua_newtable(L);
   luaL_register(L, NULL, funcs);
   return 1;

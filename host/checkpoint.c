@@ -307,16 +307,7 @@ int luaopen_mocdc_checkpoint_lib(lua_State *L) {
       {"keys", l_keys},     {"items", l_items},   {"close", l_close},
       {NULL, NULL}};
   static const luaL_Reg fns[] = {{"open", l_open}, {"version", l_version}, {NULL, NULL}};
-  if (luaL_newmetatable(L, CP_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  mocdc_class(L, CP_MT, methods, l_close, l_tostring);
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   return 1;

@@ -991,26 +991,8 @@ int luaopen_mocdc_conn_lib(lua_State *L) {
       {"rows", l_cursor_rows}, {NULL, NULL}};
   static const luaL_Reg fns[] = {{"connect", l_connect}, {"client_info", l_client_info}, {NULL, NULL}};
 
-  if (luaL_newmetatable(L, CONN_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, conn_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_conn_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, CURSOR_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, cursor_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_cursor_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_cursor_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  mocdc_class(L, CONN_MT, conn_methods, l_conn_gc, l_conn_tostring);
+  mocdc_class(L, CURSOR_MT, cursor_methods, l_cursor_gc, l_cursor_tostring);
   esc_tab_init();
 
   lua_newtable(L);

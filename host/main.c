@@ -25,6 +25,22 @@ int mocdc_push_fail(lua_State *L, const char *msg, int err, const char *sqlstate
   return 4;
 }
 
+void mocdc_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                 lua_CFunction tostring) {
+  if (luaL_newmetatable(L, name)) {
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    if (tostring) {
+      lua_pushcfunction(L, tostring);
+      lua_setfield(L, -2, "__tostring");
+    }
+  }
+  lua_pop(L, 1);
+}
+
 /* package.loaders entry: MOCDC_LUA_PATH (development override) first, then the
  * sources compiled into the binary. */
 static int builtin_loader(lua_State *L) {

@@ -19,6 +19,11 @@ int luaopen_mocdc_diff_lib(lua_State *L);       /* host/diff.c */
 /* Expected runtime failure: push nil, msg[, errno[, sqlstate]] and return the count. */
 int mocdc_push_fail(lua_State *L, const char *msg, int err, const char *sqlstate);
 
+/* Create the metatable `name` once (methods as __index, __gc, __tostring);
+ * leaves nothing on the stack. Every handle type of every module uses it. */
+void mocdc_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                 lua_CFunction tostring);
+
 /* Set by SIGINT/SIGTERM; long loops poll it and stop at a safe point. */
 extern volatile int mocdc_stop_requested;
 

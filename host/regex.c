@@ -274,16 +274,7 @@ int luaopen_mocdc_regex_lib(lua_State *L) {
                                  {"cache_stats", l_cache_stats},
                                  {"cache_clear", l_cache_clear},
                                  {NULL, NULL}};
-  if (luaL_newmetatable(L, RE_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  mocdc_class(L, RE_MT, methods, l_free, l_tostring);
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   return 1;
