@@ -403,14 +403,9 @@ static int l_conn_tostring(lua_State *L) {
   return 1;
 }
 
-/* query(sql) -> rows, columns | affected_rows, insert_id | nil, msg, errno, sqlstate */
-static int l_query(lua_State *L) {
-  int nret;
-  mconn *c = ready_conn(L, 1, &nret);
-  size_t len;
-  const char *sql = luaL_checklstring(L, 2, &len);
-  if (!c) return nret;
-  if (mysql_real_query(c->my, sql, (unsigned long)len)) return fail_my(L, c->my);
+/* The result of the statement just run (or reaped) on c, as query() returns it. */
+static int push_result(lua_State *L, mconn *c) {
+  int nret, base = lua_gettop(L);
   MYSQL_RES *res = mysql_store_result(c->my);
   if (!res) {
     if (mysql_field_count(c->my) != 0) return fail_my(L, c->my);
@@ -442,13 +437,24 @@ static int l_query(lua_State *L) {
   /* CALL and friends may leave more results: discard them to stay in sync */
   while (mysql_more_results(c->my)) {
     if (mysql_next_result(c->my) > 0) {
-      lua_settop(L, 2);
+      lua_settop(L, base);
       return fail_my(L, c->my);
     }
     MYSQL_RES *extra = mysql_store_result(c->my);
     if (extra) mysql_free_result(extra);
   }
   return nret;
+}
+
+/* query(sql) -> rows, columns | affected_rows, insert_id | nil, msg, errno, sqlstate */
+static int l_query(lua_State *L) {
+  int nret;
+  mconn *c = ready_conn(L, 1, &nret);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  if (!c) return nret;
+  if (mysql_real_query(c->my, sql, (unsigned long)len)) return fail_my(L, c->my);
+  return push_result(L, c);
 }
 
 /* send(sql) -> true | nil, msg...: start a statement without waiting (reap() it) */
@@ -473,6 +479,16 @@ static int l_reap(lua_State *L) {
   if (res) mysql_free_result(res);
   lua_pushnumber(L, (double)mysql_affected_rows(c->my));
   return 1;
+}
+
+/* reap_query() -> what query() returns: the result of the statement send()
+ * started (several connections can then run statements at the same time) */
+static int l_reap_query(lua_State *L) {
+  int nret;
+  mconn *c = ready_conn(L, 1, &nret);
+  if (!c) return nret;
+  if (mysql_read_query_result(c->my)) return fail_my(L, c->my);
+  return push_result(L, c);
 }
 
 /* exec(sql) -> affected_rows | nil, msg, errno, sqlstate */
@@ -981,6 +997,7 @@ static int l_client_info(lua_State *L) {
 int luaopen_mocdc_conn_lib(lua_State *L) {
   static const luaL_Reg conn_methods[] = {
       {"query", l_query},           {"exec", l_exec}, {"send", l_send}, {"reap", l_reap},
+      {"reap_query", l_reap_query},
       {"escape", l_escape},         {"server_info", l_server_info},
       {"server_version", l_server_version}, {"thread_id", l_thread_id},
       {"ping", l_ping},             {"close", l_conn_close},

@@ -13,6 +13,9 @@
 --   chunk_rows   rows per checksummed chunk (default 1000)
 --   full_check   seconds between full checksum passes when CHECKSUM TABLE says
 --                nothing changed (default 300; 0 = checksum every chunk each time)
+--   parallel     source connections computing chunk checksums at once
+--                (default 2; they share the iteration's snapshot)
+--   checksum     crc (default), md5 or md5crc: the chunk checksum
 --   checkpoint   checkpoint directory (default $MOCDC_HOME/pipelines/snapshot_sync)
 --
 --   mocdc run pipelines/snapshot_sync.lua --set source_uri=mysql://root:pw@10.0.0.1:3306 \
@@ -23,6 +26,8 @@ local src = load.snapshot {
   tables = var("tables", "source_db.orders:analytics_db.orders_backup"),
   diffChunkRows = var("chunk_rows", 1000),
   fullCheckInterval = var("full_check", 300),
+  checksumParallel = var("parallel", 2),
+  checksum = vars.checksum,
 }
 
 save.append(src, var("sink_uri", "mysql://root:111@127.0.0.1:3306"), {

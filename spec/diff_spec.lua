@@ -141,6 +141,25 @@ describe("diff SQL", function()
     assert.matches("^CRC32%(SHA1%(CONCAT_WS", mo[2])
   end)
 
+  it("checksums ranges with CRC32 rows and two moments (crc mode): strings by their own CRC32, markers only for nullable columns", function()
+    local cols = { { name = "id", class = "num", data_type = "int", nullable = false },
+      { name = "f", class = "num", data_type = "float", nullable = true },
+      { name = "s", class = "str", data_type = "varchar", nullable = false },
+      { name = "b", class = "bin", data_type = "varbinary", nullable = true },
+      { name = "d", class = "str", data_type = "datetime", nullable = true } }
+    local h = diff.row_hash_sql(cols, { mode = "crc" })
+    assert.same({ "CRC32(CONCAT_WS('#', `id`, CAST(`f` AS DOUBLE), CRC32(`s`), CRC32(`b`), `d`, " ..
+      "CONCAT(ISNULL(`f`), ISNULL(`b`), ISNULL(`d`))))" }, h)
+    assert.same({ "CRC32(CONCAT_WS('#', `id`, CRC32(`s`)))" }, diff.row_hash_sql({ cols[1], cols[3] }, { mode = "crc" }))
+    local stmts = diff.sums_sql("`d`.`t`", cols, kc, { { lo = nil, hi = { "5" } }, { lo = { "5" } } }, { mode = "crc" })
+    assert.equal(1, #stmts)
+    assert.equal("SELECT 1, COUNT(*), COALESCE(SUM(h), 0), COALESCE(SUM(h * h), 0) FROM (SELECT " .. h[1] ..
+      " AS h FROM `d`.`t` WHERE `id` < 5 LIMIT 18446744073709551615) AS mocdc_h UNION ALL " ..
+      "SELECT 2, COUNT(*), COALESCE(SUM(h), 0), COALESCE(SUM(h * h), 0) FROM (SELECT " .. h[1] ..
+      " AS h FROM `d`.`t` WHERE `id` >= 5 LIMIT 18446744073709551615) AS mocdc_h", stmts[1])
+    assert.same({ n = 3, s = "12:100" }, diff.sum_of({ "1", "3", "12", "100" }, 2))
+  end)
+
   it("samples boundaries with ROW_NUMBER and selects ranges", function()
     assert.equal("SELECT `id` FROM (SELECT `id`, ROW_NUMBER() OVER (ORDER BY `id`) AS mocdc_rn FROM `d`.`t` " ..
       "WHERE `id` >= 1) AS mocdc_s WHERE mocdc_rn % 1000 = 1 AND mocdc_rn > 1 ORDER BY `id`",
@@ -181,5 +200,54 @@ describe("diff chunk lists", function()
     assert.equal("123", back.gate)
     assert.is_nil(diff.decode_state("not json", keys))
     assert.is_nil(diff.decode_state(nil, keys))
+  end)
+end)
+
+describe("diff engine: statements on several connections (run_all)", function()
+  local engine = require("mocdc.source.diff")
+  local errors = require("mocdc.errors")
+
+  -- a connection that answers "SELECT n" with {{n}}, fails on "FAIL", and
+  -- records what it ran; reap_query without a pending send is an error
+  local function fake(label)
+    local c = { label = label, ran = {}, pending = nil }
+    function c:send(sql) assert(not self.pending, "send while busy") self.pending = sql return true end
+    function c:reap_query()
+      local sql = assert(self.pending, "reap without send")
+      self.pending = nil
+      self.ran[#self.ran + 1] = sql
+      if sql == "FAIL" then return nil, "boom", 1064 end
+      return { { sql:match("%d+") } }
+    end
+    function c:query(sql) self.ran[#self.ran + 1] = sql return { { sql:match("%d+") } } end
+    return c
+  end
+
+  it("spreads statements over the connections in waves and hands every result over", function()
+    local a, b = fake("a"), fake("b")
+    local got = {}
+    engine.run_all({ a, b }, { "SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4", "SELECT 5" }, "summing",
+      function(rows) got[#got + 1] = rows[1][1] end)
+    table.sort(got)
+    assert.same({ "1", "2", "3", "4", "5" }, got)
+    assert.same({ "SELECT 1", "SELECT 3", "SELECT 5" }, a.ran)
+    assert.same({ "SELECT 2", "SELECT 4" }, b.ran)
+  end)
+
+  it("reaps every statement in flight before raising, so the connections stay usable", function()
+    local a, b = fake("a"), fake("b")
+    local ok, err = pcall(engine.run_all, { a, b }, { "FAIL", "SELECT 2", "SELECT 3" }, "summing t", function() end)
+    assert.is_false(ok)
+    assert.equals("summing t on a failed: boom", errors.message(err))
+    assert.is_nil(a.pending)
+    assert.is_nil(b.pending)
+    assert.same({ "SELECT 2" }, b.ran)
+  end)
+
+  it("runs on the one connection with query() when there is no helper", function()
+    local a = fake("a")
+    local got = {}
+    engine.run_all({ a }, { "SELECT 7", "SELECT 8" }, "summing", function(rows) got[#got + 1] = rows[1][1] end)
+    assert.same({ "7", "8" }, got)
   end)
 end)

@@ -263,4 +263,113 @@ mdb.describe("snapshot diffing (issue 5)", function()
       "copy.coll; snapshot diffing compares key ranges on both servers: give the sink column the same collation",
       require("mocdc.errors").message(err))
   end)
+
+  it("sums chunks on two source connections in one snapshot: a write cannot commit between them", function()
+    src:sql([[CREATE TABLE shop.par (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(20) NULL);
+      INSERT INTO shop.par SELECT seq, seq, CONCAT('s', seq) FROM seq_1_to_3000;]], "shop")
+    local r = iterate("par", "shop.par:copy.par", ", diffChunkRows = 100")
+    assert.is_true(r["shop.par"].full)
+    src:sql("UPDATE shop.par SET v = -v WHERE id IN (5, 1500, 2999)", "shop")
+    r = iterate("par", "shop.par:copy.par", ", diffChunkRows = 100")
+    local st = r["shop.par"].stats
+    assert.equals(2, st.conns)
+    assert.equals(3, st.changed)
+    assert.equals(3, st.updates)
+    same("shop.par", "copy.par", "id")
+
+    -- the seam between the main connection's snapshot and the helper's: a
+    -- writer there must wait for the LOCK TABLES ... READ (and gives up after 1 s)
+    local snapshot = require("mocdc.source.snapshot")
+    local s2 = snapshot.open({ uri = src.uri, tables = "shop.par" })
+    local tried
+    s2.between_snapshots = function()
+      local w = assert(require("mocdc.conn").open(src.uri))
+      assert(w:exec("SET SESSION lock_wait_timeout = 1"))
+      local ok, err = w:exec("INSERT INTO shop.par VALUES (9001, 1, 'x')")
+      tried = { ok = ok, err = err }
+      w:close()
+    end
+    local helpers = select(1, s2:start_helpers(1, { { src_db = "shop", src_table = "par" } }))
+    assert.equals(1, #helpers)
+    assert.is_nil(tried.ok)
+    assert.matches("Lock wait timeout", tried.err)
+    -- a write after the snapshots is seen by neither connection
+    src:sql("INSERT INTO shop.par VALUES (9002, 2, 'y')", "shop")
+    assert.same(s2.c:query("SELECT COUNT(*), SUM(v) FROM shop.par"), helpers[1]:query("SELECT COUNT(*), SUM(v) FROM shop.par"))
+    assert.equals("3000", s2.c:query("SELECT COUNT(*) FROM shop.par")[1][1])
+    s2:end_snapshot()
+    s2:close()
+    src:sql("DELETE FROM shop.par WHERE id = 9002", "shop")
+  end)
+
+  it("falls back to one connection when the source user cannot LOCK TABLES, and says so once", function()
+    src:sql([[CREATE TABLE shop.nolock (id INT PRIMARY KEY, v INT NOT NULL);
+      INSERT INTO shop.nolock SELECT seq, seq FROM seq_1_to_500;
+      CREATE USER IF NOT EXISTS 'reader'@'127.0.0.1' IDENTIFIED BY 'readerpw';
+      GRANT SELECT ON shop.* TO 'reader'@'127.0.0.1';]], "shop")
+    local uri = src.uri:gsub("root:[^@]*@", "reader:readerpw@")
+    local script = dir .. "/nolock.lua"
+    write(script, string.format([[
+      local s = load.snapshot { uri = %q, tables = "shop.nolock:copy.nolock", diffChunkRows = 100 }
+      save.append(s, %q, { duration = 1, checkpointLocation = %q })
+    ]], uri, sink.uri, dir .. "/cp-nolock"))
+    local lines = {}
+    local old_out, old_level = log.out, log.level
+    log.out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
+    log.level = "info"
+    local conns = {}
+    local ok, err = pcall(function()
+      local ctx = pipeline.declare(script, {})
+      ctx.on_iteration = function(summary, i)
+        if summary[1].stats then conns[#conns + 1] = summary[1].stats.conns end
+        if i == 1 then src:sql("UPDATE shop.nolock SET v = 0 WHERE id = 250", "shop") end
+      end
+      engine.run(ctx.jobs[1], ctx, { iterations = 3 }) -- copy, then 2 diff iterations
+    end)
+    log.out, log.level = old_out, old_level
+    assert(ok, err)
+    local notes = 0
+    for _, l in ipairs(lines) do
+      if l:find("chunk checksums on one connection this iteration", 1, true) then
+        notes = notes + 1
+        assert.matches("LOCK TABLES", l)
+        assert.not_matches("readerpw", l)
+      end
+    end
+    assert.equals(1, notes, table.concat(lines)) -- once per run, not once per iteration
+    assert.same({ 1, 1 }, conns)
+    same("shop.nolock", "copy.nolock", "id")
+  end)
+
+  it("skips the CHECKSUM TABLE gate after an iteration that found changes (gate = auto)", function()
+    src:sql([[CREATE TABLE shop.busy (id INT PRIMARY KEY, v INT NOT NULL);
+      INSERT INTO shop.busy SELECT seq, seq FROM seq_1_to_1000;]], "shop")
+    local function step() return iterate("busy", "shop.busy:copy.busy", ", diffChunkRows = 100")["shop.busy"].stats end
+    step() -- full copy; its baseline stores the gate
+    assert.is_true(step().gated)
+    src:sql("UPDATE shop.busy SET v = 0 WHERE id = 10", "shop")
+    local st = step() -- the gate differs: chunk sums
+    assert.is_false(st.gated)
+    assert.equals(1, st.changed)
+    src:sql("UPDATE shop.busy SET v = 0 WHERE id = 20", "shop")
+    st = step() -- busy last time: no gate, straight to the chunk sums
+    assert.is_false(st.gate_ran)
+    assert.equals(1, st.changed)
+    st = step() -- quiet now, but no gate stored: chunk sums find nothing
+    assert.is_false(st.gated)
+    assert.equals(0, st.changed)
+    st = step()
+    assert.is_false(st.gated) -- the gate was computed, not yet stored
+    assert.is_true(st.gate_ran)
+    assert.is_true(step().gated)
+    same("shop.busy", "copy.busy", "id")
+    -- gate = true: always; a bad value is refused
+    src:sql("UPDATE shop.busy SET v = 1 WHERE id = 30", "shop")
+    step()
+    st = iterate("busy", "shop.busy:copy.busy", ", diffChunkRows = 100, gate = true")["shop.busy"].stats
+    assert.is_true(st.gate_ran)
+    local ok, err = pcall(iterate, "busy", "shop.busy:copy.busy", ", gate = 'sometimes'")
+    assert.is_false(ok)
+    assert.equals("option gate = 'sometimes' must be auto, true or false", require("mocdc.errors").message(err))
+  end)
 end)

@@ -4,6 +4,7 @@
 --   local c, err = conn.open("mysql://root:pw@127.0.0.1:3306", { role = "sink", local_infile = true })
 --   c.flavour                          -- "matrixone" | "mariadb" | "mysql"
 --   c:query(sql) / c:exec(sql) / c:escape(s) / c:stream(sql) / c:load_from(cursor, sql, opts)
+--   c:send(sql) then c:reap_query()    -- a statement in flight while others run
 --   c:query_one(sql), c:variable(name), c:table_exists(db, t), c:close()
 --
 -- Every session runs with SET NAMES <charset>, time_zone '+00:00' (TIMESTAMP never
@@ -193,6 +194,11 @@ function Conn:query(sql) return self.h:query(sql) end
 function Conn:exec(sql) return self.h:exec(sql) end
 function Conn:escape(s) return self.h:escape(s) end
 function Conn:stream(sql) return self.h:stream(sql) end
+-- send(sql) starts a statement without waiting; reap_query() returns what
+-- query() would (rows, columns | nil, msg...): several connections can then
+-- run statements at the same time (mocdc.source.diff's parallel checksums)
+function Conn:send(sql) return self.h:send(sql) end
+function Conn:reap_query() return self.h:reap_query() end
 function Conn:load_from(cursor, sql, opts) return self.h:load_from(cursor, sql, opts) end
 function Conn:server_info() return self.h:server_info() end
 function Conn:server_version() return self.h:server_version() end

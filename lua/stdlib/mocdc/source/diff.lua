@@ -7,9 +7,14 @@
 --     the one stored with the last iteration -> nothing changed, nothing is
 --     fetched. Every `fullCheckInterval` seconds (default 300) the chunk sums
 --     are recomputed anyway (the gate is a 32-bit CRC sum; the chunks are not).
+--     `gate = "auto"` (default) skips it after an iteration that found
+--     changes; true: always; false: never.
 --  2. recompute the object list's chunk checksums (mocdc.diff) at the stored
 --     boundaries and compare them with the list stored in the sink
---     (`mocdc.diff_state`, written in the same sink transaction as the data);
+--     (`mocdc.diff_state`, written in the same sink transaction as the data).
+--     The statements run on `checksumParallel` (default 2) source
+--     connections at once, all in the iteration's snapshot (see
+--     Src:start_helpers in mocdc.source.snapshot);
 --  3. for each changed chunk: when it holds more than `leafRows` rows, split
 --     it at keys sampled from the source and compare the sub-ranges' sums on
 --     both servers (data-diff's bisection), recursing into those that differ;
@@ -65,6 +70,13 @@ function M.version_lo(c)
   return now
 end
 
+-- The chunk checksum both servers can compute: "crc" (CRC32 rows, two
+-- moments) on MariaDB/MySQL; "md5crc" when either side is MatrixOne.
+function M.default_mode(src_c, sink_c)
+  if src_c.flavour == "matrixone" or (sink_c and sink_c.flavour == "matrixone") then return "md5crc" end
+  return "crc"
+end
+
 -- Engine.new{src=, sink=, opts=, transforms=, pipeline=}
 --   src: a source object with .c (a connection inside the snapshot) and
 --        optionally :table_ref(t) / :old_table_ref(t) (time travel);
@@ -77,13 +89,21 @@ function M.new(e)
     leaf_rows = num_opt(o, "leafRows", 20000),
     batch_rows = num_opt(o, "batchSize", 5000),
     full_check = num_opt(o, "fullCheckInterval", 300, 0),
-    mode = o.checksum or (e.src.c.flavour == "matrixone" and "md5crc" or "md5"),
+    mode = o.checksum or M.default_mode(e.src.c, e.sink and e.sink.c),
+    parallel = num_opt(o, "checksumParallel", 2, 1),
     no_key_max = num_opt(o, "noKeyMaxRows", 1000000),
     hooks = e.hooks or {},
   }, Engine)
-  if self.mode ~= "md5" and self.mode ~= "md5crc" then
-    errors.raise(string.format("option checksum = '%s' must be md5 or md5crc", tostring(self.mode)), 2)
+  if self.mode ~= "crc" and self.mode ~= "md5" and self.mode ~= "md5crc" then
+    errors.raise(string.format("option checksum = '%s' must be crc, md5 or md5crc", tostring(self.mode)), 2)
   end
+  local g = o.gate
+  if g == nil then g = "auto" end
+  if g == "true" then g = true elseif g == "false" then g = false end
+  if g ~= "auto" and g ~= true and g ~= false then
+    errors.raise(string.format("option gate = '%s' must be auto, true or false", tostring(o.gate)), 2)
+  end
+  self.gate_mode = g
   self.fn = stream.compile(self.transforms)
   return self
 end
@@ -195,15 +215,58 @@ function Engine:sums(side, t, ranges, st)
     c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols
   end
   local out = {}
-  for _, sql in ipairs(diff.sums_sql(ref, cols, keys, ranges, { mode = self.mode })) do
-    local rows = q(c, sql, "checksumming " .. t.src_label)
-    for _, r in ipairs(rows) do
-      out[tonumber(r[1])] = diff.sum_of(r, 2)
-      st.summary_bytes = st.summary_bytes + #tostring(r[3]) + 16
+  local conns = { c }
+  if side == "src" then
+    for _, h in ipairs(self.src.helpers_active or {}) do conns[#conns + 1] = h end
+  end
+  local t0 = util.mono()
+  -- statements of at most 100 ranges, as many per connection (balanced waves)
+  if side == "src" then st.conns = math.max(st.conns, #conns) end
+  local nstmt = #conns * math.ceil(#ranges / (100 * #conns))
+  local per = math.max(1, math.ceil(#ranges / nstmt))
+  M.run_all(conns, diff.sums_sql(ref, cols, keys, ranges, { mode = self.mode, per_statement = per }),
+    "checksumming " .. t.src_label,
+    function(rows)
+      for _, r in ipairs(rows) do
+        out[tonumber(r[1])] = diff.sum_of(r, 2)
+        st.summary_bytes = st.summary_bytes + #tostring(r[3]) + 16
+      end
+    end)
+  st.sum_queries = st.sum_queries + #ranges
+  st.t_sums = st.t_sums + (util.mono() - t0)
+  return out
+end
+
+-- Run read-only statements on several connections at once (send, then
+-- reap_query: no threads), handing each result to on_rows in any order.
+-- An error is raised once every statement sent has been reaped, so the
+-- connections stay usable.
+function M.run_all(conns, stmts, what, on_rows)
+  if #conns == 1 or #stmts == 1 then
+    for _, sql in ipairs(stmts) do on_rows(q(conns[1], sql, what)) end
+    return
+  end
+  local i = 1
+  while i <= #stmts do
+    local wave, failed = {}, nil
+    for _, c in ipairs(conns) do
+      if i > #stmts then break end
+      local ok, err, code = c:send(stmts[i])
+      if ok then wave[#wave + 1] = c else failed = failed or { c, err, code } end
+      i = i + 1
+    end
+    for _, c in ipairs(wave) do
+      local rows, err, code = c:reap_query()
+      if rows then
+        if not failed then on_rows(rows) end
+      else
+        failed = failed or { c, err, code }
+      end
+    end
+    if failed then
+      errors.raise(string.format("%s on %s failed: %s", what, failed[1].label or "server", tostring(failed[2])), failed[3])
     end
   end
-  st.sum_queries = st.sum_queries + #ranges
-  return out
 end
 
 -- Boundary keys every `step` rows of a source range.
@@ -266,6 +329,7 @@ end
 
 -- Merge one range: previous state vs current source rows -> out.
 function Engine:merge_range(t, lo, hi, out, st)
+  local t0 = util.mono()
   local cur = self:fetch("src", t, lo, hi, st)
   local old
   if t.old_ref then
@@ -282,6 +346,7 @@ function Engine:merge_range(t, lo, hi, out, st)
   st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
   old:free()
   cur:free()
+  st.t_merge = st.t_merge + (util.mono() - t0)
 end
 
 -- A changed range holding `n` current rows: bisect while it is big.
@@ -351,8 +416,13 @@ function Engine:delete_state(t)
     "' AND source_table = '" .. c:escape(self:state_id(t)) .. "'", "deleting the diff state")
 end
 
-function Engine:gate(t)
-  if self.o.gate == false or self.o.gate == "false" then return nil end
+-- The table's CHECKSUM TABLE in the snapshot, or nil (gate off, MatrixOne,
+-- time travel). With gate = "auto" (default) it is skipped after an
+-- iteration that found changes (`state.busy`): a table that changes all the
+-- time would pay it on top of the chunk sums at every iteration.
+function Engine:gate(t, state)
+  if self.gate_mode == false then return nil end
+  if self.gate_mode == "auto" and state and state.busy then return nil end
   local c = self.src.c
   if c.flavour == "matrixone" or t.old_ref then return nil end
   local rows = c:query("CHECKSUM TABLE " .. schema.qname(t.src_db, t.src_table))
@@ -396,7 +466,7 @@ end
 local function new_stats(t)
   return { table = t.src_label, dst = t.dst_label, chunks = 0, changed = 0, rows_fetched = 0, bytes_fetched = 0,
     summary_bytes = 0, sum_queries = 0, bisections = 0, inserts = 0, updates = 0, deletes = 0, commits = 0,
-    gated = false, seconds = 0 }
+    gated = false, gate_ran = false, seconds = 0, conns = 0, t_gate = 0, t_sums = 0, t_merge = 0, t_apply = 0 }
 end
 M.new_stats = new_stats
 
@@ -422,7 +492,9 @@ function Engine:iterate(t, info)
   if t.vcols and state and state.vlo and self.version_lo and not t.old_ref then
     return self:iterate_versioned(t, state, info, st, t0)
   end
-  local gate = self:gate(t)
+  local tg = util.mono()
+  local gate = self:gate(t, state)
+  st.t_gate, st.gate_ran = util.mono() - tg, gate ~= nil
   local now = util.now()
   if state and gate and state.gate == gate and now - (state.checked or 0) < self.full_check then
     st.gated, st.chunks = true, #state.chunks
@@ -462,6 +534,7 @@ function Engine:iterate(t, info)
   local out = batchlib.new(t.out_columns)
   local in_txn = false
   local function flush(final)
+    local ta = util.mono()
     if out:count() > 0 then
       if not in_txn then sink:begin() in_txn = true end
       sink:apply_batch(out, t, "replace")
@@ -471,7 +544,7 @@ function Engine:iterate(t, info)
       local list = diff.rebalance(cur_list, self.chunk_rows, self:splitter(t, cur_list, st))
       if not in_txn then sink:begin() in_txn = true end
       self:write_state(t, { sig = t.diff_sig, gate = gate, checked = util.now(), chunks = list,
-        vlo = t.vcols and self.version_lo or nil }, info)
+        vlo = t.vcols and self.version_lo or nil, busy = #changed > 0 }, info)
     elseif in_txn and not reconcile then
       self:write_state(t, { sig = t.diff_sig, gate = nil, checked = state and state.checked or 0,
         chunks = committed }, info)
@@ -482,6 +555,7 @@ function Engine:iterate(t, info)
       in_txn = false
       st.commits = st.commits + 1
     end
+    st.t_apply = st.t_apply + (util.mono() - ta)
   end
   local ok, err = pcall(function()
     for _, i in ipairs(changed) do
@@ -616,6 +690,12 @@ local function describe(st)
     "%d deletes", st.changed, st.chunks, st.rows_fetched, progress.fmt_int(st.bytes_fetched), st.inserts,
     st.updates, st.deletes)
 end
+
+-- Where an iteration's time went (--verbose).
+function M.timings(st)
+  return string.format("gate %.3f s, chunk sums %.3f s (%d ranges, %d connections), fetch + merge %.3f s, " ..
+    "apply + commit %.3f s", st.t_gate, st.t_sums, st.sum_queries, st.conns, st.t_merge, st.t_apply)
+end
 M.describe = describe
 
 -- Interval between iterations: save.append's duration (or the source's
@@ -687,7 +767,7 @@ function M.run(job, ctx, run_opts)
       iteration = iteration + 1
       local started = util.mono()
       eng.version_lo = M.version_lo(src.c)
-      src:begin_snapshot()
+      src:begin_snapshot({ helpers = eng.parallel - 1, tables = list })
       summary = {}
       local info = { iteration = iteration, at = log.timestamp() }
       for _, t in ipairs(list) do
@@ -717,6 +797,7 @@ function M.run(job, ctx, run_opts)
           else
             log.info("diff %s -> %s: %s in %.2f s", t.src_label, t.dst_label, describe(st), st.seconds)
           end
+          if not st.versioned then log.debug("diff %s: %s", t.src_label, M.timings(st)) end
           summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = st.seconds,
             skipped = n == 0, stats = st }
         end

@@ -3,6 +3,7 @@
 -- streaming cursor (memory bounded whatever the table size).
 local conn = require("mocdc.conn")
 local errors = require("mocdc.errors")
+local log = require("mocdc.log")
 local schema = require("mocdc.schema")
 local tables = require("mocdc.tables")
 
@@ -30,18 +31,104 @@ end
 
 function Src:label() return self.c.label end
 
+local function start_snapshot(c)
+  for _, sql in ipairs({ "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+      "START TRANSACTION WITH CONSISTENT SNAPSHOT" }) do
+    local ok, err, code = c:exec(sql)
+    if not ok then return nil, err, code end
+  end
+  return true
+end
+
+-- Helper connections reading the SAME snapshot as self.c (parallel chunk
+-- checksums, mocdc.source.diff). MariaDB and MySQL cannot share a snapshot
+-- between connections, so every one starts its own while a third
+-- connection holds `LOCK TABLES ... READ` on the tables of the iteration: no
+-- write can commit to them in between, so all the snapshots see the same
+-- rows of those tables. The lock waits at most 1 s (lock_wait_timeout) for
+-- running writes and is held for the few milliseconds the START TRANSACTIONs
+-- take. When it cannot be had (no LOCK TABLES privilege, a long write
+-- transaction) this iteration runs on self.c alone. Returns the helpers that
+-- are in the snapshot (possibly none).
+function Src:start_helpers(n, list)
+  self.helpers_active = {}
+  if n <= 0 or #list == 0 or self.c.flavour == "matrixone" then return self.helpers_active end
+  self.helper_conns = self.helper_conns or {}
+  local function open()
+    local c, err = conn.open(self.uri, { role = "source", password = self.o.password,
+      read_timeout = self.o.readTimeout, connect_timeout = self.o.connectTimeout })
+    return c, err
+  end
+  local why
+  if not self.locker then
+    local c, err = open()
+    if c then
+      local ok, e2 = c:exec("SET SESSION lock_wait_timeout = 1")
+      if ok then self.locker = c else why = e2 c:close() end
+    else why = err end
+  end
+  while not why and #self.helper_conns < n do
+    local c, err = open()
+    if not c then why = err break end
+    self.helper_conns[#self.helper_conns + 1] = c
+  end
+  if not why then
+    local names = {}
+    for i, t in ipairs(list) do names[i] = schema.qname(t.src_db, t.src_table) .. " READ" end
+    local ok, err = self.locker:exec("LOCK TABLES " .. table.concat(names, ", "))
+    if not ok then
+      why = "LOCK TABLES ... READ failed: " .. tostring(err) .. "; to checksum on " .. (n + 1) ..
+        " connections grant the source user LOCK TABLES on these tables (or set checksumParallel = 1)"
+      self.locker:close() -- reopened next time (it may be the connection that failed)
+      self.locker = nil
+    end
+  end
+  if why then
+    if self.helper_note ~= why then
+      log.info("source %s: chunk checksums on one connection this iteration: %s", self.c.label, tostring(why))
+      self.helper_note = why
+    end
+    return self.helpers_active, false
+  end
+  local started, err = start_snapshot(self.c)
+  if started and self.between_snapshots then self.between_snapshots() end -- test seam (specs only)
+  if started then
+    local keep = {}
+    for _, h in ipairs(self.helper_conns) do
+      if start_snapshot(h) then
+        self.helpers_active[#self.helpers_active + 1] = h
+        keep[#keep + 1] = h
+      else
+        h:close() -- reopened next time
+      end
+    end
+    self.helper_conns = keep
+  end
+  self.locker:exec("UNLOCK TABLES")
+  if not started then errors.raise(string.format("source %s: starting the snapshot failed: %s", self.c.label, err)) end
+  self.helper_note = nil
+  return self.helpers_active, true
+end
+
 -- Start the consistent snapshot; returns the binlog position it corresponds
 -- to when the server can say so atomically (MariaDB), else nil.
-function Src:begin_snapshot()
+-- opts.helpers = n, opts.tables = list: also put n helper connections in the
+-- same snapshot (Src:start_helpers; self.helpers_active lists them).
+function Src:begin_snapshot(opts)
   local c = self.c
   local function ex(sql)
     local ok, err = c:exec(sql)
     if not ok then errors.raise(string.format("source %s: %s failed: %s", c.label, sql, err)) end
   end
-  ex("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+  self.helpers_active = {}
   self.position = nil
   local lock = self.o.snapshotLock == true or self.o.snapshotLock == "true" or
     (c.flavour == "mysql" and self.o.needPosition)
+  local started = false
+  if opts and (opts.helpers or 0) > 0 and not lock then
+    started = select(2, self:start_helpers(opts.helpers, opts.tables or {}))
+  end
+  if not started then ex("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ") end
   if lock then
     -- MySQL has no binlog_snapshot_file: hold a global read lock only for the
     -- instant between starting the snapshot and reading the binlog position
@@ -54,7 +141,7 @@ function Src:begin_snapshot()
     if not ok then error(err, 0) end
     return self.position
   end
-  ex("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+  if not started then ex("START TRANSACTION WITH CONSISTENT SNAPSHOT") end
   if c.flavour == "mariadb" then
     local rows = c:query("SHOW STATUS LIKE 'binlog_snapshot_%'")
     if rows then
@@ -70,6 +157,8 @@ end
 
 function Src:end_snapshot()
   self.c:exec("COMMIT")
+  for _, h in ipairs(self.helpers_active or {}) do h:exec("COMMIT") end
+  self.helpers_active = {}
 end
 
 -- Resolve the selection and read every table's metadata (validates up front).
@@ -147,6 +236,9 @@ end
 
 function Src:close()
   if self.c then self.c:close() end
+  for _, h in ipairs(self.helper_conns or {}) do h:close() end
+  if self.locker then self.locker:close() end
+  self.helper_conns, self.locker, self.helpers_active = nil, nil, {}
 end
 
 return M
