@@ -96,6 +96,9 @@ local function cmd_run(args)
             require("mocdc.position").format(s.position)))
         elseif s.skipped then
           print(string.format("%s -> %s: already in sync", s.src, s.dst))
+        elseif s.stats then -- a snapshot-diff iteration
+          print(string.format("%s -> %s: %d change(s) applied (%d inserts, %d updates, %d deletes) in %.2f s", s.src,
+            s.dst, s.rows, s.stats.inserts, s.stats.updates, s.stats.deletes, s.seconds))
         else
           print(string.format("%s -> %s: %d rows copied in %.2f s", s.src, s.dst, s.rows, s.seconds))
         end
