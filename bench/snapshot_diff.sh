@@ -14,6 +14,9 @@
 #   1% clustered, 1 conn the same with checksumParallel = 1 (one source connection)
 #   1% scattered         updates of random ids (every chunk changes: the worst case)
 #   inserts + deletes    1,000 rows appended, 1,000 deleted
+# the same for bench.u, bench.t plus an indexed `updated TIMESTAMP(6) ... ON
+# UPDATE CURRENT_TIMESTAMP(6)` column, diffed with update_column=updated (the
+# changed rows by an index range, deletes by row counts: no checksums),
 # and the same for bench.v, a copy of bench.t created WITH SYSTEM VERSIONING:
 # there the changed keys come from the table's history (no checksums).
 # Each line shows the wall time, the time of the diff itself, the chunks
@@ -56,12 +59,13 @@ say ""
 
 echo "building bench.t ($ROWS rows)..." >&2
 q source "CREATE DATABASE bench"
-for T in t v; do
+for T in t u v; do
   V=""; [ "$T" = v ] && V="WITH SYSTEM VERSIONING"
+  U=""; [ "$T" = u ] && U=", updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated)"
   mdb source bench -e "CREATE TABLE $T (id INT PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL,
-    amount DECIMAL(12,2), created DATETIME) $V;
-    INSERT INTO $T SELECT seq, seq * 7 % 100000, REPEAT(CHAR(65 + seq % 26), 100), 'pad-pad-pad', seq / 100,
-      '2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_$ROWS;"
+    amount DECIMAL(12,2), created DATETIME $U) $V;
+    INSERT INTO $T (id, k, c, pad, amount, created) SELECT seq, seq * 7 % 100000, REPEAT(CHAR(65 + seq % 26), 100),
+      'pad-pad-pad', seq / 100, '2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_$ROWS;"
 done
 
 run_step() {  # name, extra args...; prints one result line
@@ -70,7 +74,7 @@ run_step() {  # name, extra args...; prints one result line
   t0=$(date +%s.%N)
   "$MOCDC" run "$MOCDC_ROOT/pipelines/snapshot_sync.lua" --verbose --once --set source_uri="$SRC_URI" \
     --set sink_uri="$SINK_URI" --set tables=bench.$TBL:bench_copy.$TBL --set checkpoint="$CP" \
-    --set chunk_rows="$CHUNK_ROWS" "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+    --set chunk_rows="$CHUNK_ROWS" ${UPD:+--set update_column=updated} "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
   t1=$(date +%s.%N)
   local wall diffs chunks rows bytes
   wall=$(echo "$t1 - $t0" | bc)
@@ -86,22 +90,28 @@ run_step() {  # name, extra args...; prints one result line
     diffs=$(echo "$line" | sed -n 's/.* in \([0-9.]*\) s$/\1/p')
     chunks=$(echo "$line" | sed -n 's/.*: \([0-9]* of [0-9]*\) chunks changed.*/\1/p')
     [ -n "$chunks" ] || chunks="$(echo "$line" | sed -n 's/.*: \([0-9]*\) keys changed.*/\1/p') keys"
+    case "$line" in *"keys updated"*) chunks="$(echo "$line" | sed -n 's/.*: \([0-9]*\) keys updated.*/\1/p') keys";; esac
     rows=$(echo "$line" | sed -n 's/.*fetched \([0-9]*\) rows.*/\1/p')
     bytes=$(echo "$line" | sed -n 's/.*rows (\([0-9,]*\) bytes).*/\1/p')
   fi
   local a b
-  a=$(q source "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', id, k, c, pad, amount, created))) FROM bench.$TBL")
-  b=$(q sink "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', id, k, c, pad, amount, created))) FROM bench_copy.$TBL")
+  local cols="id, k, c, pad, amount, created"
+  [ -n "$UPD" ] && cols="$cols, updated"
+  a=$(q source "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', $cols))) FROM bench.$TBL")
+  b=$(q sink "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', $cols))) FROM bench_copy.$TBL")
   [ "$a" = "$b" ] || { echo "MISMATCH after '$name': source $a, sink $b" >&2; exit 1; }
   printf "| %-36s | %8.2f | %8s | %-14s | %14s | %12s |\n" "$name" "$wall" "${diffs:-?}" "$chunks" "$rows" "$bytes" | tee -a "$OUT"
   echo "$wall" >"$MDB_TMP/last_wall"
   echo "${diffs:-0}" >"$MDB_TMP/last_diff"
 }
 
-for TBL in t v; do
+for TBL in t u v; do
 CP=$MDB_TMP/checkpoint-$TBL
+UPD=""; [ "$TBL" = u ] && UPD=1
 if [ "$TBL" = t ]; then
   say "### bench.t: $ROWS rows, chunks of $CHUNK_ROWS rows, CRC32 chunk sums on 2 source connections"
+elif [ "$TBL" = u ]; then
+  say "### bench.u: the same rows plus \`updated TIMESTAMP(6) ... ON UPDATE CURRENT_TIMESTAMP(6)\` (indexed), diffed with update_column=updated"
 else
   say "### bench.v: the same table WITH SYSTEM VERSIONING (changed keys read from its history)"
 fi
@@ -125,7 +135,7 @@ fi
 q source "UPDATE bench.$TBL SET k = k + 1 WHERE id IN (SELECT id FROM (SELECT id FROM bench.$TBL ORDER BY RAND(7) LIMIT $((ROWS / 100))) x)"
 run_step "1% scattered updates"
 SCATTER=$(cat "$MDB_TMP/last_wall")
-mdb source bench -e "INSERT INTO bench.$TBL SELECT $ROWS + seq, 1, 'new', 'new', 1, NOW() FROM seq_1_to_1000; DELETE FROM bench.$TBL WHERE id BETWEEN 700001 AND 701000"
+mdb source bench -e "INSERT INTO bench.$TBL (id, k, c, pad, amount, created) SELECT $ROWS + seq, 1, 'new', 'new', 1, NOW() FROM seq_1_to_1000; DELETE FROM bench.$TBL WHERE id BETWEEN 700001 AND 701000"
 run_step "1,000 inserts + 1,000 deletes"
 run_step "no change (after the changes)"
 say ""

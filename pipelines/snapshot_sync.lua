@@ -16,6 +16,9 @@
 --   parallel     source connections computing chunk checksums at once
 --                (default 2; they share the iteration's snapshot)
 --   checksum     crc (default), md5 or md5crc: the chunk checksum
+--   update_column  a TIMESTAMP ... ON UPDATE CURRENT_TIMESTAMP column: tables
+--                that have it are diffed by it (changed rows by an index range,
+--                deletes by row counts) instead of chunk checksums
 --   checkpoint   checkpoint directory (default $MOCDC_HOME/pipelines/snapshot_sync)
 --
 --   mocdc run pipelines/snapshot_sync.lua --set source_uri=mysql://root:pw@10.0.0.1:3306 \
@@ -28,6 +31,7 @@ local src = load.snapshot {
   fullCheckInterval = var("full_check", 300),
   checksumParallel = var("parallel", 2),
   checksum = vars.checksum,
+  updateColumn = vars.update_column,
 }
 
 save.append(src, var("sink_uri", "mysql://root:111@127.0.0.1:3306"), {

@@ -160,6 +160,20 @@ describe("diff SQL", function()
     assert.same({ n = 3, s = "12:100" }, diff.sum_of({ "1", "3", "12", "100" }, 2))
   end)
 
+  it("reads the keys updated since a time (less one unit of the column's precision: it truncates) and counts ranges", function()
+    assert.equal("SELECT `id` FROM `d`.`t` WHERE `updated` >= '2026-11-22 02:00:00.123456' - INTERVAL 1000000 MICROSECOND",
+      diff.updated_keys_sql("`d`.`t`", kc, "updated", "2026-11-22 02:00:00.123456", 0))
+    assert.equal("SELECT `id` FROM `d`.`t` WHERE `updated` >= '2026-11-22 02:00:00.123456' - INTERVAL 1000 MICROSECOND",
+      diff.updated_keys_sql("`d`.`t`", kc, "updated", "2026-11-22 02:00:00.123456", 3))
+    assert.equal("SELECT `id` FROM `d`.`t` WHERE `updated` >= '2026-11-22 02:00:00.123456' - INTERVAL 1 MICROSECOND",
+      diff.updated_keys_sql("`d`.`t`", kc, "updated", "2026-11-22 02:00:00.123456", 6))
+    assert.has_error(function() diff.updated_keys_sql("`d`.`t`", kc, "updated", "2026-11-22 02:00:00'; DROP TABLE x") end,
+      "diff.updated_keys_sql: bad time 2026-11-22 02:00:00'; DROP TABLE x")
+    assert.same({ "SELECT 1, COUNT(*) FROM `d`.`t` WHERE `id` < 5 UNION ALL SELECT 2, COUNT(*) FROM `d`.`t` WHERE `id` >= 5" },
+      diff.counts_sql("`d`.`t`", kc, { { hi = { "5" } }, { lo = { "5" } } }))
+    assert.same({ "SELECT 1, COUNT(*) FROM `d`.`t`" }, diff.counts_sql("`d`.`t`", kc, { {} }))
+  end)
+
   it("samples boundaries with ROW_NUMBER and selects ranges", function()
     assert.equal("SELECT `id` FROM (SELECT `id`, ROW_NUMBER() OVER (ORDER BY `id`) AS mocdc_rn FROM `d`.`t` " ..
       "WHERE `id` >= 1) AS mocdc_s WHERE mocdc_rn % 1000 = 1 AND mocdc_rn > 1 ORDER BY `id`",

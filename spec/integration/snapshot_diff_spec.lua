@@ -372,4 +372,120 @@ mdb.describe("snapshot diffing (issue 5)", function()
     assert.is_false(ok)
     assert.equals("option gate = 'sometimes' must be auto, true or false", require("mocdc.errors").message(err))
   end)
+
+  it("diffs a table by its updateColumn: changed rows by an index range, deletes by row counts", function()
+    src:sql([[CREATE TABLE shop.upd (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(20) NULL,
+        updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated));
+      INSERT INTO shop.upd (id, v, s) SELECT seq, seq, CONCAT('s', seq) FROM seq_1_to_3000;]], "shop")
+    local opts = ", diffChunkRows = 100, updateColumn = 'updated'"
+    local function step() return iterate("upd", "shop.upd:copy.upd", opts)["shop.upd"] end
+    assert.is_true(step().full)
+    local st = step().stats
+    assert.is_true(st.updated)
+    assert.equals(0, st.keys)
+    assert.equals(0, st.rows_fetched)
+    assert.equals(0, st.sum_queries, "no chunk sums")
+    -- updates, inserts: found by the column; deletes: by the counts, in their chunk only
+    src:sql([[UPDATE shop.upd SET v = -v WHERE id BETWEEN 101 AND 110;
+      INSERT INTO shop.upd (id, v, s) VALUES (5000, 1, NULL), (5001, 2, 'x');
+      DELETE FROM shop.upd WHERE id IN (2001, 2002);]], "shop")
+    st = step().stats
+    assert.same({ 2, 10, 2 }, { st.inserts, st.updates, st.deletes })
+    assert.equals(12, st.keys)
+    assert.equals(1, st.changed, "one chunk with deletes")
+    assert.is_true(st.rows_fetched <= 12 * 3 + 2 * 101, "fetched " .. st.rows_fetched .. " rows")
+    same("shop.upd", "copy.upd", "id")
+    -- a delete and an insert in the same chunk, or equal totals across chunks, are still found
+    src:sql("DELETE FROM shop.upd WHERE id = 1500; INSERT INTO shop.upd (id, v) VALUES (1500, 7)", "shop")
+    st = step().stats
+    assert.equals(1, st.updates)
+    src:sql("DELETE FROM shop.upd WHERE id = 1600; INSERT INTO shop.upd (id, v) VALUES (3500, 7)", "shop")
+    st = step().stats
+    assert.same({ 1, 0, 1 }, { st.inserts, st.updates, st.deletes })
+    same("shop.upd", "copy.upd", "id")
+  end)
+
+  it("updateColumn: a transaction open across a snapshot is not missed; a hand-set time is caught by the full check", function()
+    src:sql([[CREATE TABLE shop.upd2 (id INT PRIMARY KEY, v INT NOT NULL,
+        updated TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP, KEY (updated));
+      INSERT INTO shop.upd2 (id, v) SELECT seq, seq FROM seq_1_to_500;]], "shop")
+    local opts = ", diffChunkRows = 100, updateColumn = 'updated', fullCheckInterval = 3"
+    local function step() return iterate("upd2", "shop.upd2:copy.upd2", opts)["shop.upd2"] end
+    assert.is_true(step().full)
+    local w = require("mocdc.conn").open(src.uri)
+    assert(w:exec("START TRANSACTION"))
+    assert(w:exec("UPDATE shop.upd2 SET v = -1 WHERE id = 77"))
+    require("mocdc.util.lib").sleep(1.5)
+    local st = step().stats -- does not see the open transaction
+    assert.is_true(st.updated)
+    assert.equals(0, st.updates)
+    assert(w:exec("COMMIT"))
+    w:close()
+    st = step().stats
+    assert.equals(1, st.updates)
+    same("shop.upd2", "copy.upd2", "id")
+    -- a writer that sets the column to an old time escapes the index range...
+    src:sql("UPDATE shop.upd2 SET v = -2, updated = '2001-01-01 00:00:00' WHERE id = 88", "shop")
+    st = step().stats
+    assert.is_true(st.updated)
+    assert.equals(0, st.updates)
+    -- ...until the next full check (every fullCheckInterval seconds) compares chunk sums
+    require("mocdc.util.lib").sleep(3.1)
+    st = step().stats
+    assert.is_true(st.full_check)
+    assert.equals(1, st.updates)
+    same("shop.upd2", "copy.upd2", "id")
+    assert.is_true(step().stats.updated) -- and back to the column
+  end)
+
+  it("updateColumn: refuses a column the server does not maintain; tables without it use chunk sums", function()
+    src:sql([[CREATE TABLE shop.upd3 (id INT PRIMARY KEY, updated DATETIME NULL);
+      INSERT INTO shop.upd3 VALUES (1, NULL);
+      CREATE TABLE shop.upd4 (id INT PRIMARY KEY, v INT);
+      INSERT INTO shop.upd4 VALUES (1, 1), (2, 2);]], "shop")
+    local ok, err = pcall(iterate, "upd3", "shop.upd3:copy.upd3", ", updateColumn = 'updated'")
+    assert.is_false(ok)
+    assert.equals("updateColumn updated of shop.upd3 is datetime; it must be a TIMESTAMP ... DEFAULT CURRENT_TIMESTAMP " ..
+      "ON UPDATE CURRENT_TIMESTAMP column (the server sets it on every insert and update; a DATETIME depends on the " ..
+      "writer's time zone): fix the column or drop the updateColumn option", require("mocdc.errors").message(err))
+    iterate("upd4", "shop.upd4:copy.upd4", ", updateColumn = 'updated'")
+    src:sql("UPDATE shop.upd4 SET v = 5 WHERE id = 2", "shop")
+    local st = iterate("upd4", "shop.upd4:copy.upd4", ", updateColumn = 'updated'")["shop.upd4"].stats
+    assert.is_nil(st.updated)
+    assert.equals(1, st.updates)
+    same("shop.upd4", "copy.upd4", "id")
+
+    -- without the PROCESS privilege: said once, chunk checksums, still exact
+    src:sql([[CREATE TABLE shop.upd5 (id INT PRIMARY KEY, v INT NOT NULL,
+        updated TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP);
+      INSERT INTO shop.upd5 (id, v) SELECT seq, seq FROM seq_1_to_300;
+      CREATE USER IF NOT EXISTS 'reader2'@'127.0.0.1' IDENTIFIED BY 'readerpw';
+      GRANT SELECT, LOCK TABLES ON shop.* TO 'reader2'@'127.0.0.1';]], "shop")
+    local script = dir .. "/upd5.lua"
+    write(script, string.format([[
+      local s = load.snapshot { uri = %q, tables = "shop.upd5:copy.upd5", diffChunkRows = 100, updateColumn = "updated" }
+      save.append(s, %q, { duration = 1, checkpointLocation = %q })
+    ]], (src.uri:gsub("root:[^@]*@", "reader2:readerpw@")), sink.uri, dir .. "/cp-upd5"))
+    local lines, stats = {}, {}
+    local old_out = log.out
+    log.out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
+    local ok, err = pcall(function()
+      local ctx = pipeline.declare(script, {})
+      ctx.on_iteration = function(summary, i)
+        stats[i] = summary[1].stats
+        if i == 1 then src:sql("UPDATE shop.upd5 SET v = 0 WHERE id = 250", "shop") end
+      end
+      engine.run(ctx.jobs[1], ctx, { iterations = 3 })
+    end)
+    log.out = old_out
+    assert(ok, err)
+    assert.is_nil(stats[2].updated)
+    assert.equals(1, stats[2].updates)
+    local warned = 0
+    for _, l in ipairs(lines) do
+      if l:find("needs the PROCESS privilege", 1, true) then warned = warned + 1 end
+    end
+    assert.equals(1, warned, table.concat(lines))
+    same("shop.upd5", "copy.upd5", "id")
+  end)
 end)

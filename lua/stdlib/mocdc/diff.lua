@@ -19,6 +19,8 @@
 --   diff.sums_sql(tbl, cols, keycols, ranges, opts) -> statements (UNION ALL batches)
 --   diff.sample_sql(tbl, keycols, lo, hi, step)  boundary keys every `step` rows
 --   diff.select_sql(tbl, cols, keycols, lo, hi)  the rows of one range
+--   diff.updated_keys_sql(tbl, keycols, col, lo, fsp)  keys updated since lo (updateColumn)
+--   diff.counts_sql(tbl, keycols, ranges, per)    row counts of ranges
 --   diff.changed(old, new)                      indexes of chunks whose n/s differ
 --   diff.rebalance(chunks, target, split_fn)    split big chunks, merge small ones
 --   diff.encode_state(state, keycols) / diff.decode_state(text, keycols)
@@ -209,6 +211,36 @@ function M.versioned_changes_sql(tbl, keycols, row_start, row_end, lo)
   return "SELECT DISTINCT " .. table.concat(names, ", ") .. " FROM " .. tbl .. " FOR SYSTEM_TIME ALL WHERE " ..
     qi(row_start) .. " > " .. l .. " OR (" .. qi(row_end) .. " > " .. l .. " AND " .. qi(row_end) ..
     " <= UTC_TIMESTAMP(6))"
+end
+
+-- Keys of the rows whose TIMESTAMP update column is at or after `lo`, less
+-- one unit of the column's precision `fsp` (0-6 fractional digits; the
+-- column truncates the time it stores).
+function M.updated_keys_sql(tbl, keycols, col, lo, fsp)
+  local names = {}
+  for j, kc in ipairs(keycols) do names[j] = qi(kc.name) end
+  if type(lo) ~= "string" or not lo:match("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.?%d*$") then
+    error("diff.updated_keys_sql: bad time " .. tostring(lo), 2)
+  end
+  local l = "'" .. lo .. "'"
+  fsp = math.max(0, math.min(6, math.floor(tonumber(fsp) or 0)))
+  return "SELECT " .. table.concat(names, ", ") .. " FROM " .. tbl .. " WHERE " .. qi(col) .. " >= " .. l ..
+    " - INTERVAL " .. math.floor(10 ^ (6 - fsp) + 0.5) .. " MICROSECOND"
+end
+
+-- Row counts of ranges: statements of up to `per` (default 100) ranges,
+-- each returning (range index, COUNT(*)).
+function M.counts_sql(tbl, keycols, ranges, per)
+  per = per or 100
+  local out, cur = {}, {}
+  for i, r in ipairs(ranges) do
+    cur[#cur + 1] = "SELECT " .. i .. ", COUNT(*) FROM " .. tbl .. where(keycols, r.lo, r.hi)
+    if #cur >= per or i == #ranges then
+      out[#out + 1] = table.concat(cur, " UNION ALL ")
+      cur = {}
+    end
+  end
+  return out
 end
 
 -- The ranges of a chunk list: {lo=, hi=} per chunk.

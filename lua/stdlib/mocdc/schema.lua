@@ -75,7 +75,7 @@ function M.columns(c, db, t)
     local generated = extra:find("generated", 1, true) ~= nil
     cols[#cols + 1] = {
       name = r[1], data_type = r[2]:lower(), column_type = r[3], nullable = r[4] == "YES",
-      class = M.class_of(r[2]), generated = generated,
+      class = M.class_of(r[2]), generated = generated, extra = extra,
     }
   end
   return cols

@@ -57,17 +57,25 @@ Engine.__index = Engine
 
 local num_opt = require("mocdc.options").number
 
--- Lower bound for the next change scan of system-versioned tables, taken
--- BEFORE the snapshot starts: the earlier of now and the start of the oldest
--- open transaction (a transaction not in the snapshot commits later, but
--- stamps its row versions with times >= its start). nil when unknown.
+-- Lower bound for the next change scan of system-versioned tables and
+-- update-column tables, taken BEFORE the snapshot starts: the earliest of
+-- now, the start of the oldest open transaction, and the start of the oldest
+-- statement still running (other than plain SELECTs): a change that is not in
+-- the snapshot commits later, but carries a time >= the start of its
+-- statement and of its transaction. nil when unknown (needs PROCESS).
 function M.version_lo(c)
   if c.flavour ~= "mariadb" then return nil end
-  local r = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(trx_started) FROM information_schema.innodb_trx)")
+  local r = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(trx_started) FROM information_schema.innodb_trx), " ..
+    "(SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) MICROSECOND) FROM information_schema.processlist " ..
+    "WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID') " ..
+    "AND info IS NOT NULL AND info NOT LIKE 'SELECT%')")
   if type(r) ~= "table" or not r[1] then return nil end
-  local now, oldest = r[1][1], r[1][2]
-  if type(oldest) == "string" and oldest < now then return oldest end
-  return now
+  local lo = r[1][1]
+  for i = 2, 3 do
+    local v = r[1][i]
+    if type(v) == "string" and v < lo then lo = v end
+  end
+  return lo
 end
 
 -- The chunk checksum both servers can compute: "crc" (CRC32 rows, two
@@ -152,6 +160,45 @@ function Engine:prepare(t)
   if #t.keycols > 0 and self.src.c.flavour == "mariadb" and self.o.versioned ~= false and self.o.versioned ~= "false" then
     t.vcols = M.versioning(self.src.c, t)
   end
+  t.ucol = nil
+  if self.o.updateColumn and not t.vcols then t.ucol = self:update_column(t) end
+  if t.ucol then t.diff_sig = t.diff_sig .. ",updateColumn " .. t.ucol end
+end
+
+-- The updateColumn of a table, checked, or nil (then chunk checksums).
+function Engine:update_column(t)
+  local want = tostring(self.o.updateColumn)
+  local col
+  for _, c in ipairs(t.columns) do if c.name:lower() == want:lower() then col = c end end
+  if not col then
+    log.info("%s has no column %s (updateColumn): diffed by chunk checksums", t.src_label, want)
+    return nil
+  end
+  if self.src.c.flavour ~= "mariadb" then
+    errors.raise(string.format("updateColumn needs a MariaDB source (%s is %s): it bounds the change scan with " ..
+      "information_schema.innodb_trx and processlist.time_ms; remove the option", self.src.c.label,
+      self.src.c.flavour), 2)
+  end
+  if #t.keycols == 0 or not t.same_shape then
+    log.info("%s: updateColumn needs a key and no transforms: diffed by chunk checksums", t.src_label)
+    return nil
+  end
+  if col.data_type ~= "timestamp" or not (col.extra or ""):find("on update current_timestamp", 1, true) then
+    errors.raise(string.format("updateColumn %s of %s is %s%s; it must be a TIMESTAMP ... DEFAULT CURRENT_TIMESTAMP ON " ..
+      "UPDATE CURRENT_TIMESTAMP column (the server sets it on every insert and update; a DATETIME depends on the " ..
+      "writer's time zone): fix the column or drop the updateColumn option", col.name, t.src_label, col.column_type,
+      (col.extra or "") ~= "" and (" " .. col.extra) or ""), 2)
+  end
+  local c = self.src.c
+  local idx = c:query("SELECT 1 FROM information_schema.statistics WHERE table_schema = '" .. c:escape(t.src_db) ..
+    "' AND table_name = '" .. c:escape(t.src_table) .. "' AND column_name = '" .. c:escape(col.name) ..
+    "' AND seq_in_index = 1 LIMIT 1")
+  if type(idx) == "table" and not idx[1] then
+    log.warn("%s: no index starts with updateColumn %s, so every iteration scans the table to find the changed " ..
+      "rows; add one (ALTER TABLE ... ADD INDEX (%s))", t.src_label, col.name, col.name)
+  end
+  t.ucol_fsp = tonumber(tostring(col.column_type):match("%((%d)%)")) or 0
+  return col.name
 end
 
 -- Row start / end columns of a timestamp-versioned MariaDB table, or nil.
@@ -476,7 +523,7 @@ function Engine:store_baseline(t, info)
   local list = self:baseline(t, st)
   self.sink:begin()
   self:write_state(t, { sig = t.diff_sig, gate = self:gate(t), checked = util.now(), chunks = list,
-    vlo = t.vcols and self.version_lo or nil }, info)
+    vlo = (t.vcols or t.ucol) and self.version_lo or nil }, info)
   if self.hooks.before_commit then self.hooks.before_commit(t, st, true) end
   self.sink:commit()
   return st
@@ -491,6 +538,20 @@ function Engine:iterate(t, info)
   local state = self:read_state(t)
   if t.vcols and state and state.vlo and self.version_lo and not t.old_ref then
     return self:iterate_versioned(t, state, info, st, t0)
+  end
+  if (t.ucol or t.vcols) and not self.version_lo and not self.noted_no_vlo then
+    self.noted_no_vlo = true
+    log.warn("%s: reading only the changed rows needs the PROCESS privilege on the source (the oldest open " ..
+      "transaction bounds the scan); without it the table is diffed by chunk checksums", t.src_label)
+  end
+  if t.ucol and state and state.vlo and self.version_lo and not t.old_ref then
+    if util.now() - (state.checked or 0) < self.full_check then
+      return self:iterate_updated(t, state, info, st, t0)
+    end
+    -- every fullCheckInterval: compare chunk sums with the sink (catches a
+    -- write that set the column by hand)
+    st.full_check = true
+    state = nil
   end
   local tg = util.mono()
   local gate = self:gate(t, state)
@@ -544,7 +605,7 @@ function Engine:iterate(t, info)
       local list = diff.rebalance(cur_list, self.chunk_rows, self:splitter(t, cur_list, st))
       if not in_txn then sink:begin() in_txn = true end
       self:write_state(t, { sig = t.diff_sig, gate = gate, checked = util.now(), chunks = list,
-        vlo = t.vcols and self.version_lo or nil, busy = #changed > 0 }, info)
+        vlo = (t.vcols or t.ucol) and self.version_lo or nil, busy = #changed > 0 }, info)
     elseif in_txn and not reconcile then
       self:write_state(t, { sig = t.diff_sig, gate = nil, checked = state and state.checked or 0,
         chunks = committed }, info)
@@ -585,12 +646,71 @@ end
 
 -- System-versioned tables: fetch only the rows whose key changed since state.vlo.
 function Engine:iterate_versioned(t, state, info, st, t0)
-  local sink = self.sink
   st.versioned = true
+  return self:iterate_keys(t, state, info, st, t0,
+    diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo))
+end
+
+-- Tables with an updateColumn: the rows updated or inserted since state.vlo
+-- come from the column (an index range scan); deletes from row counts: once
+-- those rows are applied, the sink holds every source row plus the rows
+-- deleted since, so equal COUNT(*)s on both sides mean no delete, and
+-- otherwise the chunks whose counts differ are merged like changed chunks.
+function Engine:iterate_updated(t, state, info, st, t0)
+  st.updated = true
+  return self:iterate_keys(t, state, info, st, t0, diff.updated_keys_sql(t.src_ref, t.keycols, t.ucol, state.vlo, t.ucol_fsp),
+    function(out, apply, tick)
+      apply()
+      local src_n, dst_n = self:count_both(t, { {} }, st)
+      if src_n[1] == dst_n[1] then return end
+      local ranges = diff.ranges(state.chunks)
+      src_n, dst_n = self:count_both(t, ranges, st)
+      for i, r in ipairs(ranges) do
+        if src_n[i] ~= dst_n[i] then
+          st.changed = st.changed + 1
+          self:process_range(t, r.lo, r.hi, src_n[i], out, st, 0, tick)
+        end
+      end
+    end)
+end
+
+-- Row counts of ranges on the source (all its connections) and on the sink
+-- (its own transaction: it sees what this iteration applied), at the same time.
+function Engine:count_both(t, ranges, st)
+  local t0 = util.mono()
+  local src_n, dst_n = {}, {}
+  local sink_stmts = diff.counts_sql(t.dst_ref, t.dst_keycols, ranges)
+  local conns = { self.src.c }
+  for _, h in ipairs(self.src.helpers_active or {}) do conns[#conns + 1] = h end
+  st.conns = math.max(st.conns, #conns)
+  self.sink:reap()
+  local sc = self.sink.c
+  local ok, err, code = sc:send(sink_stmts[1])
+  if not ok then errors.raise(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(err)), code) end
+  local function take(into)
+    return function(rows) for _, r in ipairs(rows) do into[tonumber(r[1])] = tonumber(r[2]) end end
+  end
+  local sok, serr = pcall(M.run_all, conns, diff.counts_sql(t.src_ref, t.keycols, ranges), "counting " .. t.src_label,
+    take(src_n))
+  local rows, rerr, rcode = sc:reap_query()
+  if not sok then error(serr, 0) end
+  if not rows then errors.raise(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(rerr)), rcode) end
+  take(dst_n)(rows)
+  for k = 2, #sink_stmts do take(dst_n)(q(sc, sink_stmts[k], "counting " .. t.dst_label)) end
+  st.summary_bytes = st.summary_bytes + 16 * 2 * #ranges
+  st.t_sums = st.t_sums + (util.mono() - t0)
+  return src_n, dst_n
+end
+
+-- Key-driven iteration: the keys that may have changed come from `key_sql`
+-- (streamed from the source); each slice of them is fetched from both sides
+-- and merged. `more(out, apply, tick)`, when given, then adds changes of its own.
+-- The state keeps its chunks; its vlo moves to this iteration's.
+function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
+  local sink = self.sink
   st.chunks = #state.chunks
   local c = self.src.c
-  local sql = diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo)
-  local cur, err, code = c:stream(sql)
+  local cur, err, code = c:stream(key_sql)
   if not cur then
     errors.raise(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)), code)
   end
@@ -601,18 +721,25 @@ function Engine:iterate_versioned(t, state, info, st, t0)
     if n == 0 then break end
   end
   cur:close()
-  st.changed = kb:count()
+  st.keys = kb:count()
+  if st.versioned then st.changed = kb:count() end
   st.rows_fetched = st.rows_fetched + kb:count()
   st.bytes_fetched = st.bytes_fetched + kb:bytes()
   local out = batchlib.new(t.out_columns)
   local in_txn = false
   local key = t.dst_key_idx or t.key_idx
-  local function flush(final)
+  local function apply()
+    local ta = util.mono()
     if out:count() > 0 then
       if not in_txn then sink:begin() in_txn = true end
       sink:apply_batch(out, t, "replace")
       out:clear()
     end
+    st.t_apply = st.t_apply + (util.mono() - ta)
+  end
+  local function flush(final)
+    apply()
+    local ta = util.mono()
     if final then
       if not in_txn then sink:begin() in_txn = true end
       self:write_state(t, { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo },
@@ -624,12 +751,15 @@ function Engine:iterate_versioned(t, state, info, st, t0)
       in_txn = false
       st.commits = st.commits + 1
     end
+    st.t_apply = st.t_apply + (util.mono() - ta)
   end
+  local function tick() if out:count() >= self.batch_rows then flush(false) end end
   local ok, perr = pcall(function()
     local per = 2000
     for first = 1, kb:count(), per do
       local stop = util.stop_requested() or (self.hooks.should_stop and self.hooks.should_stop())
       if stop then errors.raise("interrupted; the next iteration continues from the last commit", 130) end
+      local tm = util.mono()
       local keys = {}
       for i = first, math.min(first + per - 1, kb:count()) do
         local _, _, k = kb:get(i)
@@ -639,6 +769,7 @@ function Engine:iterate_versioned(t, state, info, st, t0)
         local cc, ref, cols, kc
         if side == "src" then cc, ref, cols, kc = c, t.src_ref, t.columns, t.keycols
         else cc, ref, cols, kc = sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
+        if side == "sink" then sink:reap() end
         local cu, e2, c2 = cc:stream(diff.keys_sql(ref, cols, kc, keys))
         if not cu then errors.raise(string.format("reading %s from %s failed: %s", t.src_label, cc.label, tostring(e2)), c2) end
         local b = batchlib.new(cols)
@@ -659,8 +790,10 @@ function Engine:iterate_versioned(t, state, info, st, t0)
       st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
       old:free()
       new:free()
-      if out:count() >= self.batch_rows then flush(false) end
+      st.t_merge = st.t_merge + (util.mono() - tm)
+      tick()
     end
+    if more then more(out, apply, tick) end
     flush(true)
   end)
   kb:free()
@@ -686,6 +819,11 @@ local function describe(st)
       "%d updates, %d deletes", st.changed, st.rows_fetched, progress.fmt_int(st.bytes_fetched), st.inserts, st.updates,
       st.deletes)
   end
+  if st.updated then
+    return string.format("%d keys updated (updateColumn), %d of %d chunks with deletes, fetched %d rows (%s bytes), " ..
+      "applied %d inserts, %d updates, %d deletes", st.keys, st.changed, st.chunks, st.rows_fetched,
+      progress.fmt_int(st.bytes_fetched), st.inserts, st.updates, st.deletes)
+  end
   return string.format("%d of %d chunks changed, fetched %d rows (%s bytes), applied %d inserts, %d updates, " ..
     "%d deletes", st.changed, st.chunks, st.rows_fetched, progress.fmt_int(st.bytes_fetched), st.inserts,
     st.updates, st.deletes)
@@ -693,7 +831,7 @@ end
 
 -- Where an iteration's time went (--verbose).
 function M.timings(st)
-  return string.format("gate %.3f s, chunk sums %.3f s (%d ranges, %d connections), fetch + merge %.3f s, " ..
+  return string.format("gate %.3f s, chunk sums/counts %.3f s (%d ranges, %d connections), fetch + merge %.3f s, " ..
     "apply + commit %.3f s", st.t_gate, st.t_sums, st.sum_queries, st.conns, st.t_merge, st.t_apply)
 end
 M.describe = describe
@@ -792,12 +930,12 @@ function M.run(job, ctx, run_opts)
         else
           local st = eng:iterate(t, info)
           local n = st.inserts + st.updates + st.deletes
-          if st.gated or st.changed == 0 then
+          if st.gated or n == 0 then
             log.debug("diff %s -> %s: %s in %.3f s", t.src_label, t.dst_label, describe(st), st.seconds)
           else
             log.info("diff %s -> %s: %s in %.2f s", t.src_label, t.dst_label, describe(st), st.seconds)
           end
-          if not st.versioned then log.debug("diff %s: %s", t.src_label, M.timings(st)) end
+          log.debug("diff %s: %s", t.src_label, M.timings(st))
           summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = st.seconds,
             skipped = n == 0, stats = st }
         end
