@@ -62,14 +62,23 @@ local num_opt = require("mocdc.options").number
 -- now, the start of the oldest open transaction, and the start of the oldest
 -- statement still running (other than plain SELECTs): a change that is not in
 -- the snapshot commits later, but carries a time >= the start of its
--- statement and of its transaction. nil when unknown (needs PROCESS).
+-- statement and of its transaction. nil, why when unknown: no PROCESS
+-- privilege, or the source is a replica (replicated rows carry the primary's
+-- times, which arrive as late as the replica lags).
 function M.version_lo(c)
-  if c.flavour ~= "mariadb" then return nil end
-  local r = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(trx_started) FROM information_schema.innodb_trx), " ..
+  if c.flavour ~= "mariadb" then return nil, "the source is not MariaDB" end
+  local r, err = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(trx_started) FROM information_schema.innodb_trx), " ..
     "(SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) MICROSECOND) FROM information_schema.processlist " ..
     "WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID') " ..
-    "AND info IS NOT NULL AND info NOT LIKE 'SELECT%')")
-  if type(r) ~= "table" or not r[1] then return nil end
+    "AND info IS NOT NULL AND info NOT LIKE 'SELECT%'), " ..
+    "(SELECT COUNT(*) FROM information_schema.processlist WHERE command IN ('Slave_SQL', 'Slave_worker'))")
+  if type(r) ~= "table" or not r[1] then
+    return nil, "it needs the PROCESS privilege on the source (" .. tostring(err) .. ")"
+  end
+  if tonumber(r[1][4]) and tonumber(r[1][4]) > 0 then
+    return nil, "the source is a replica: its rows carry the primary's times, which arrive as late as it lags " ..
+      "(point the pipeline at the primary to use them)"
+  end
   local lo = r[1][1]
   for i = 2, 3 do
     local v = r[1][i]
@@ -541,8 +550,8 @@ function Engine:iterate(t, info)
   end
   if (t.ucol or t.vcols) and not self.version_lo and not self.noted_no_vlo then
     self.noted_no_vlo = true
-    log.warn("%s: reading only the changed rows needs the PROCESS privilege on the source (the oldest open " ..
-      "transaction bounds the scan); without it the table is diffed by chunk checksums", t.src_label)
+    log.warn("%s: diffed by chunk checksums, not by its %s: %s", t.src_label,
+      t.ucol and ("updateColumn " .. t.ucol) or "history", tostring(self.version_lo_why))
   end
   if t.ucol and state and state.vlo and self.version_lo and not t.old_ref then
     if util.now() - (state.checked or 0) < self.full_check then
@@ -904,7 +913,7 @@ function M.run(job, ctx, run_opts)
     while true do
       iteration = iteration + 1
       local started = util.mono()
-      eng.version_lo = M.version_lo(src.c)
+      eng.version_lo, eng.version_lo_why = M.version_lo(src.c)
       src:begin_snapshot({ helpers = eng.parallel - 1, tables = list })
       summary = {}
       local info = { iteration = iteration, at = log.timestamp() }
