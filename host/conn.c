@@ -48,6 +48,7 @@ typedef struct mconn {
   char who[300];         /* user@host:port */
   char why[160];         /* why the conn was closed, if not by close() */
   int local_infile;      /* opened with local_infile (our handler installed) */
+  int inflight;          /* a statement sent with send() waits to be reaped */
 } mconn;
 
 /* How the LOAD DATA writer encodes a column. */
@@ -173,6 +174,7 @@ static void cursor_release(lua_State *L, mcursor *cur, int drain) {
 static void conn_shut(lua_State *L, mconn *c, const char *why) {
   if (c->cursor) cursor_release(L, c->cursor, 0);
   free_pending(c);
+  c->inflight = 0;
   if (c->my) {
     mysql_close(c->my);
     c->my = NULL;
@@ -181,15 +183,24 @@ static void conn_shut(lua_State *L, mconn *c, const char *why) {
 }
 
 /* The conn for a statement: NULL after pushing the failure when it is closed or busy. */
+static int push_closed(lua_State *L, mconn *c) {
+  if (c->why[0])
+    lua_pushfstring(L, "connection %s is closed: %s", c->who, c->why);
+  else
+    lua_pushfstring(L, "connection %s is closed", c->who);
+  return mocdc_push_fail(L, lua_tostring(L, -1), CR_UNKNOWN_ERROR, NULL);
+}
+
 static mconn *ready_conn(lua_State *L, int idx, int *nret) {
   mconn *c = check_conn(L, idx);
   free_pending(c);
   if (!c->my) {
-    if (c->why[0])
-      lua_pushfstring(L, "connection %s is closed: %s", c->who, c->why);
-    else
-      lua_pushfstring(L, "connection %s is closed", c->who);
-    *nret = mocdc_push_fail(L, lua_tostring(L, -1), CR_UNKNOWN_ERROR, NULL);
+    *nret = push_closed(L, c);
+    return NULL;
+  }
+  if (c->inflight) {
+    lua_pushfstring(L, "connection %s is busy: a statement sent with send() is in flight (reap it first)", c->who);
+    *nret = mocdc_push_fail(L, lua_tostring(L, -1), CR_COMMANDS_OUT_OF_SYNC, NULL);
     return NULL;
   }
   if (c->cursor) {
@@ -465,14 +476,32 @@ static int l_send(lua_State *L) {
   const char *sql = luaL_checklstring(L, 2, &len);
   if (!c) return nret;
   if (mysql_send_query(c->my, sql, (unsigned long)len)) return fail_my(L, c->my);
+  c->inflight = 1;
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* The conn of reap()/reap_query(): open, with a statement in flight (cleared). */
+static mconn *reap_conn(lua_State *L, int *nret) {
+  mconn *c = check_conn(L, 1);
+  free_pending(c);
+  if (!c->my) {
+    *nret = push_closed(L, c);
+    return NULL;
+  }
+  if (!c->inflight) {
+    lua_pushfstring(L, "reap on %s: no statement in flight (send() one first)", c->who);
+    *nret = mocdc_push_fail(L, lua_tostring(L, -1), CR_COMMANDS_OUT_OF_SYNC, NULL);
+    return NULL;
+  }
+  c->inflight = 0;
+  return c;
 }
 
 /* reap() -> affected_rows | nil, msg...: the result of the statement send() started */
 static int l_reap(lua_State *L) {
   int nret;
-  mconn *c = ready_conn(L, 1, &nret);
+  mconn *c = reap_conn(L, &nret);
   if (!c) return nret;
   if (mysql_read_query_result(c->my)) return fail_my(L, c->my);
   MYSQL_RES *res = mysql_store_result(c->my);
@@ -485,7 +514,7 @@ static int l_reap(lua_State *L) {
  * started (several connections can then run statements at the same time) */
 static int l_reap_query(lua_State *L) {
   int nret;
-  mconn *c = ready_conn(L, 1, &nret);
+  mconn *c = reap_conn(L, &nret);
   if (!c) return nret;
   if (mysql_read_query_result(c->my)) return fail_my(L, c->my);
   return push_result(L, c);

@@ -199,6 +199,7 @@ function Conn:stream(sql) return self.h:stream(sql) end
 -- run statements at the same time (mocdc.source.diff's parallel checksums)
 function Conn:send(sql) return self.h:send(sql) end
 function Conn:reap_query() return self.h:reap_query() end
+function Conn:reap() return self.h:reap() end -- affected rows (a result set is discarded)
 function Conn:load_from(cursor, sql, opts) return self.h:load_from(cursor, sql, opts) end
 function Conn:server_info() return self.h:server_info() end
 function Conn:server_version() return self.h:server_version() end
