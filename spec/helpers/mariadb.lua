@@ -24,8 +24,9 @@
 --   :start_again()    same datadir, port and options
 --   :running()        bool
 --   :conn_opts()      { host=, port=, user=, password= } for mocdc.conn.lib.connect
--- mdb.start{ name = "x", binlog = true, extra = { "gtid_strict_mode=1", ... } }
+-- mdb.start{ name = "x", binlog = true, extra = { "gtid_strict_mode=1", ... }, tz = "Asia/Tokyo" }
 --   extra: my.cnf lines for the [mariadbd] section ("--opt=v" also accepted).
+--   tz: the server's OS time zone (TZ of the mariadbd process; default: inherited)
 -- mdb.stop_all()      stops every server this process started and removes their dirs.
 -- mdb.available, mdb.skip_reason: false + message when mariadbd is not installed.
 --
@@ -392,7 +393,8 @@ end
 local function launch(srv)
   write_file(srv.cnf, cnf_text(srv))
   local log_size = #(read_file(srv.log) or "")
-  local out = sh(q(MARIADBD) .. " --defaults-file=" .. q(srv.cnf) .. " >>" .. q(srv.dir .. "/stdout.log") ..
+  local out = sh((srv.tz and ("TZ=" .. q(srv.tz) .. " ") or "") .. q(MARIADBD) .. " --defaults-file=" .. q(srv.cnf) ..
+    " >>" .. q(srv.dir .. "/stdout.log") ..
     " 2>&1 </dev/null" .. CLOSE_FDS .. " & echo $!")
   srv.pid = tonumber(out:match("%d+"))
   local deadline = util.mono() + 120
@@ -452,6 +454,7 @@ function M.start(opts)
     cnf = dir .. "/my.cnf",
     binlog = opts.binlog and true or false,
     extra = extra,
+    tz = opts.tz,
   }, Server)
   assert(util.mkdir_p(dir .. "/tmp"))
   local _, rc = sh("cp -a " .. q(tdir .. "/data") .. " " .. q(srv.datadir))

@@ -338,7 +338,8 @@ end
 
 -- state: {sig=, gate=, checked=, snapshot=, vlo=, busy=, chunks={...}} <-> JSON text
 -- (vlo: system-versioned tables, the lower bound of the next change scan;
--- busy: the last iteration found changes)
+-- busy: the last iteration found changes; keyed: written by a key-driven
+-- iteration, so the chunk sums are those of the last full check)
 function M.encode_state(state, keycols)
   local bounds, n, s = {}, {}, {}
   for i, c in ipairs(state.chunks) do
@@ -348,6 +349,7 @@ function M.encode_state(state, keycols)
   end
   return cjson.encode({ v = 1, sig = state.sig, gate = state.gate or cjson.null, checked = state.checked or 0,
     snapshot = state.snapshot or cjson.null, vlo = state.vlo or cjson.null, busy = state.busy or nil,
+    keyed = state.keyed or nil,
     bounds = bounds, n = n, s = s })
 end
 
@@ -361,7 +363,7 @@ function M.decode_state(text, keycols)
   end
   local function nn(v) if v == cjson.null then return nil end return v end
   return { sig = j.sig, gate = nn(j.gate), checked = j.checked, snapshot = nn(j.snapshot), vlo = nn(j.vlo),
-    busy = j.busy == true, chunks = chunks }
+    busy = j.busy == true, keyed = j.keyed == true, chunks = chunks }
 end
 
 return M

@@ -675,7 +675,7 @@ function Worker:run_job(job, sink)
       info = { snapshot_ts = os.date("!%Y-%m-%d %H:%M:%S", sec) .. string.format(".%06d",
         math.floor(((tonumber(ts) or 0) % 1e9) / 1e3)) }
     else
-      vlo = diffsrc.version_lo(up)
+      vlo = diffsrc.version_lo(up, self.opts.changeScanMargin)
       must(up, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
       must(up, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
       info = { snapshot_ts = rows(up, "SELECT UTC_TIMESTAMP(6)")[1][1] }

@@ -58,33 +58,45 @@ Engine.__index = Engine
 local num_opt = require("mocdc.options").number
 
 -- Lower bound for the next change scan of system-versioned tables and
--- update-column tables, taken BEFORE the snapshot starts: the earliest of
--- now, the start of the oldest open transaction, and the start of the oldest
--- statement still running (other than plain SELECTs): a change that is not in
--- the snapshot commits later, but carries a time >= the start of its
--- statement and of its transaction. nil, why when unknown: no PROCESS
--- privilege, or the source is a replica (replicated rows carry the primary's
--- times, which arrive as late as the replica lags).
-function M.version_lo(c)
+-- update-column tables, taken BEFORE the snapshot starts. A change that is not
+-- in the snapshot commits later, but carries the start time of its statement,
+-- and that statement was either still running (processlist: its start) or
+-- done inside a transaction that is still open and has written
+-- (innodb_trx.trx_started, in the server's OS time zone, whole seconds; an
+-- hour earlier when that zone has daylight saving time: its fall-back hour is
+-- ambiguous), or it starts after now. The earliest of those, less `margin`
+-- seconds (default 10): a transaction's first statement can start before
+-- InnoDB starts the transaction (a metadata-lock wait, e.g. behind mocdc's
+-- own LOCK TABLES, up to 1 s); longer waits are caught by the full check.
+-- nil, why when it cannot be known: not MariaDB, no PROCESS privilege, or a
+-- replica / Galera node (replicated rows carry the primary's times, which
+-- arrive as late as the replica lags).
+function M.version_lo(c, margin)
   if c.flavour ~= "mariadb" then return nil, "the source is not MariaDB" end
-  local r, err = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(trx_started) FROM information_schema.innodb_trx), " ..
-    "(SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) MICROSECOND) FROM information_schema.processlist " ..
-    "WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID') " ..
-    "AND info IS NOT NULL AND info NOT LIKE 'SELECT%'), " ..
-    "(SELECT COUNT(*) FROM information_schema.processlist WHERE command IN ('Slave_SQL', 'Slave_worker'))")
+  local replica = "the source is a replica: its rows carry the primary's times, which arrive as late as it lags " ..
+    "(point the pipeline at the primary to use them)"
+  local slaves = c:query("SHOW ALL SLAVES STATUS") -- needs a privilege; the processlist check below does not
+  if type(slaves) == "table" and #slaves > 0 then return nil, replica end
+  local ws = c:query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")
+  if type(ws) == "table" and ws[1] and tostring(ws[1][2]):upper() == "ON" then
+    return nil, "the source is a Galera node: transactions of the other nodes arrive with their own times"
+  end
+  margin = tonumber(margin) or 10
+  local r, err = c:query("SELECT LEAST(UTC_TIMESTAMP(6), " ..
+    "COALESCE((SELECT CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') FROM information_schema.innodb_trx " ..
+    "WHERE trx_rows_modified > 0) - INTERVAL IF(TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), " ..
+    "'+00:00', 'SYSTEM')) <> TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP() - INTERVAL 182 DAY, CONVERT_TZ(UTC_TIMESTAMP() - " ..
+    "INTERVAL 182 DAY, '+00:00', 'SYSTEM')), 3600, 0) SECOND, UTC_TIMESTAMP(6)), " ..
+    "COALESCE((SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) MICROSECOND) FROM " ..
+    "information_schema.processlist WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', 'Daemon', " ..
+    "'Binlog Dump', 'Binlog Dump GTID')), UTC_TIMESTAMP(6))) - INTERVAL " .. math.floor(margin * 1e6) ..
+    " MICROSECOND, (SELECT COUNT(*) FROM information_schema.processlist WHERE command IN ('Slave_SQL', 'Slave_worker'))")
   if type(r) ~= "table" or not r[1] then
-    return nil, "it needs the PROCESS privilege on the source (" .. tostring(err) .. ")"
+    return nil, "reading the oldest open transaction failed (" .. tostring(err) .. "; it needs the PROCESS privilege)"
   end
-  if tonumber(r[1][4]) and tonumber(r[1][4]) > 0 then
-    return nil, "the source is a replica: its rows carry the primary's times, which arrive as late as it lags " ..
-      "(point the pipeline at the primary to use them)"
-  end
-  local lo = r[1][1]
-  for i = 2, 3 do
-    local v = r[1][i]
-    if type(v) == "string" and v < lo then lo = v end
-  end
-  return lo
+  if (tonumber(r[1][2]) or 0) > 0 then return nil, replica end
+  if type(r[1][1]) ~= "string" then return nil, "the server returned no time" end
+  return r[1][1]
 end
 
 -- The chunk checksum both servers can compute: "crc" (CRC32 rows, two
@@ -109,6 +121,7 @@ function M.new(e)
     mode = o.checksum or M.default_mode(e.src.c, e.sink and e.sink.c),
     parallel = num_opt(o, "checksumParallel", 2, 1),
     no_key_max = num_opt(o, "noKeyMaxRows", 1000000),
+    max_keys = num_opt(o, "updateColumnMaxKeys", 1000000, 1),
     hooks = e.hooks or {},
   }, Engine)
   if self.mode ~= "crc" and self.mode ~= "md5" and self.mode ~= "md5crc" then
@@ -192,13 +205,19 @@ function Engine:update_column(t)
     log.info("%s: updateColumn needs a key and no transforms: diffed by chunk checksums", t.src_label)
     return nil
   end
-  if col.data_type ~= "timestamp" or not (col.extra or ""):find("on update current_timestamp", 1, true) then
-    errors.raise(string.format("updateColumn %s of %s is %s%s; it must be a TIMESTAMP ... DEFAULT CURRENT_TIMESTAMP ON " ..
-      "UPDATE CURRENT_TIMESTAMP column (the server sets it on every insert and update; a DATETIME depends on the " ..
-      "writer's time zone): fix the column or drop the updateColumn option", col.name, t.src_label, col.column_type,
-      (col.extra or "") ~= "" and (" " .. col.extra) or ""), 2)
-  end
   local c = self.src.c
+  local def = c:query("SELECT column_default FROM information_schema.columns WHERE table_schema = '" ..
+    c:escape(t.src_db) .. "' AND table_name = '" .. c:escape(t.src_table) .. "' AND column_name = '" ..
+    c:escape(col.name) .. "'")
+  def = type(def) == "table" and def[1] and def[1][1]
+  if col.data_type ~= "timestamp" or not (col.extra or ""):find("on update current_timestamp", 1, true) or
+      col.nullable or type(def) ~= "string" or not def:lower():find("^current_timestamp") then
+    errors.raise(string.format("updateColumn %s of %s is %s%s%s%s; it must be a TIMESTAMP NOT NULL DEFAULT " ..
+      "CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP column (the server then sets it on every insert and update; a " ..
+      "DATETIME depends on the writer's time zone): fix the column or drop the updateColumn option", col.name,
+      t.src_label, col.column_type, col.nullable and " NULL" or " NOT NULL",
+      type(def) == "string" and (" DEFAULT " .. def) or "", (col.extra or "") ~= "" and (" " .. col.extra) or ""), 2)
+  end
   local idx = c:query("SELECT 1 FROM information_schema.statistics WHERE table_schema = '" .. c:escape(t.src_db) ..
     "' AND table_name = '" .. c:escape(t.src_table) .. "' AND column_name = '" .. c:escape(col.name) ..
     "' AND seq_in_index = 1 LIMIT 1")
@@ -311,10 +330,14 @@ function M.run_all(conns, stmts, what, on_rows)
       if ok then wave[#wave + 1] = c else failed = failed or { c, err, code } end
       i = i + 1
     end
+    local raised
     for _, c in ipairs(wave) do
       local rows, err, code = c:reap_query()
       if rows then
-        if not failed then on_rows(rows) end
+        if not failed and not raised then
+          local ok, e = pcall(on_rows, rows)
+          if not ok then raised = e end
+        end
       else
         failed = failed or { c, err, code }
       end
@@ -322,6 +345,7 @@ function M.run_all(conns, stmts, what, on_rows)
     if failed then
       errors.raise(string.format("%s on %s failed: %s", what, failed[1].label or "server", tostring(failed[2])), failed[3])
     end
+    if raised then error(raised, 0) end
   end
 end
 
@@ -555,11 +579,18 @@ function Engine:iterate(t, info)
   end
   if t.ucol and state and state.vlo and self.version_lo and not t.old_ref then
     if util.now() - (state.checked or 0) < self.full_check then
-      return self:iterate_updated(t, state, info, st, t0)
+      local st2 = self:iterate_updated(t, state, info, st, t0)
+      if st2 then return st2 end
+      -- too many changed rows to hold their keys: compare chunk sums instead
     end
     -- every fullCheckInterval: compare chunk sums with the sink (catches a
     -- write that set the column by hand)
     st.full_check = true
+    state = nil
+  end
+  if state and state.keyed then
+    -- the stored chunk sums are those of the last full check, not of the
+    -- sink now: compare with the sink itself
     state = nil
   end
   local tg = util.mono()
@@ -666,8 +697,16 @@ end
 -- deleted since, so equal COUNT(*)s on both sides mean no delete, and
 -- otherwise the chunks whose counts differ are merged like changed chunks.
 function Engine:iterate_updated(t, state, info, st, t0)
+  local key_sql = diff.updated_keys_sql(t.src_ref, t.keycols, t.ucol, state.vlo, t.ucol_fsp)
+  local n = q(self.src.c, "SELECT COUNT(*) FROM (" .. key_sql .. ") AS mocdc_k", "counting the changes of " ..
+    t.src_label)[1][1]
+  if tonumber(n) > self.max_keys then
+    log.info("%s: %s rows changed since the last iteration (more than updateColumnMaxKeys = %d): comparing chunk sums",
+      t.src_label, n, self.max_keys)
+    return nil
+  end
   st.updated = true
-  return self:iterate_keys(t, state, info, st, t0, diff.updated_keys_sql(t.src_ref, t.keycols, t.ucol, state.vlo, t.ucol_fsp),
+  return self:iterate_keys(t, state, info, st, t0, key_sql,
     function(out, apply, tick)
       apply()
       local src_n, dst_n = self:count_both(t, { {} }, st)
@@ -751,8 +790,8 @@ function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
     local ta = util.mono()
     if final then
       if not in_txn then sink:begin() in_txn = true end
-      self:write_state(t, { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo },
-        info)
+      self:write_state(t, { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo,
+        keyed = true }, info)
     end
     if in_txn then
       if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
@@ -913,7 +952,7 @@ function M.run(job, ctx, run_opts)
     while true do
       iteration = iteration + 1
       local started = util.mono()
-      eng.version_lo, eng.version_lo_why = M.version_lo(src.c)
+      eng.version_lo, eng.version_lo_why = M.version_lo(src.c, eng.o.changeScanMargin)
       src:begin_snapshot({ helpers = eng.parallel - 1, tables = list })
       summary = {}
       local info = { iteration = iteration, at = log.timestamp() }
