@@ -19,6 +19,7 @@
 --   update_column  a TIMESTAMP ... ON UPDATE CURRENT_TIMESTAMP column: tables
 --                that have it are diffed by it (changed rows by an index range,
 --                deletes by row counts) instead of chunk checksums
+--   scan_margin  seconds subtracted from the change scan's lower bound (default 2)
 --   checkpoint   checkpoint directory (default $MOCDC_HOME/pipelines/snapshot_sync)
 --
 --   mocdc run pipelines/snapshot_sync.lua --set source_uri=mysql://root:pw@10.0.0.1:3306 \
@@ -32,6 +33,7 @@ local src = load.snapshot {
   checksumParallel = var("parallel", 2),
   checksum = vars.checksum,
   updateColumn = vars.update_column,
+  changeScanMargin = vars.scan_margin,
 }
 
 save.append(src, var("sink_uri", "mysql://root:111@127.0.0.1:3306"), {

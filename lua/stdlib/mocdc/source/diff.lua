@@ -65,9 +65,10 @@ local num_opt = require("mocdc.options").number
 -- (innodb_trx.trx_started, in the server's OS time zone, whole seconds; an
 -- hour earlier when that zone has daylight saving time: its fall-back hour is
 -- ambiguous), or it starts after now. The earliest of those, less `margin`
--- seconds (default 10): a transaction's first statement can start before
--- InnoDB starts the transaction (a metadata-lock wait, e.g. behind mocdc's
--- own LOCK TABLES, up to 1 s); longer waits are caught by the full check.
+-- seconds (default 2): a transaction's first statement can start before
+-- InnoDB starts the transaction (opening tables, a metadata-lock wait; mocdc's
+-- own LOCK TABLES never makes writers wait: NOWAIT); longer waits are caught by
+-- the full check.
 -- nil, why when it cannot be known: not MariaDB, no PROCESS privilege, or a
 -- replica / Galera node (replicated rows carry the primary's times, which
 -- arrive as late as the replica lags).
@@ -81,7 +82,7 @@ function M.version_lo(c, margin)
   if type(ws) == "table" and ws[1] and tostring(ws[1][2]):upper() == "ON" then
     return nil, "the source is a Galera node: transactions of the other nodes arrive with their own times"
   end
-  margin = tonumber(margin) or 10
+  margin = tonumber(margin) or 2
   local r, err = c:query("SELECT LEAST(UTC_TIMESTAMP(6), " ..
     "COALESCE((SELECT CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') FROM information_schema.innodb_trx " ..
     "WHERE trx_rows_modified > 0) - INTERVAL IF(TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), " ..
