@@ -70,9 +70,10 @@ done
 
 run_step() {  # name, extra args...; prints one result line
   local name=$1; shift
-  # bench.u: let the previous step's changes age past changeScanMargin (2 s), as
-  # between the iterations of a running pipeline (each change is otherwise read again)
-  [ -n "$UPD" ] && [ "$name" != "full copy (+ first object list)" ] && sleep 2.1
+  # bench.u, bench.v: let the changes age past changeScanMargin (2 s) before the
+  # iteration, as between the iterations of a running pipeline (a change made
+  # less than 2 s before an iteration is read again by the next one)
+  [ "$TBL" != t ] && [ "$name" != "full copy (+ first object list)" ] && sleep 2.1
   local log=$MDB_TMP/step.log t0 t1
   t0=$(date +%s.%N)
   "$MOCDC" run "$MOCDC_ROOT/pipelines/snapshot_sync.lua" --verbose --once --set source_uri="$SRC_URI" \
