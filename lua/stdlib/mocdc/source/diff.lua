@@ -953,7 +953,9 @@ function M.run(job, ctx, run_opts)
     while true do
       iteration = iteration + 1
       local started = util.mono()
-      eng.version_lo, eng.version_lo_why = M.version_lo(src.c, eng.o.changeScanMargin)
+      local keyed = false
+      for _, t in ipairs(list) do if t.vcols or t.ucol then keyed = true end end
+      if keyed then eng.version_lo, eng.version_lo_why = M.version_lo(src.c, eng.o.changeScanMargin) end
       src:begin_snapshot({ helpers = eng.parallel - 1, tables = list })
       summary = {}
       local info = { iteration = iteration, at = log.timestamp() }
