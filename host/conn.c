@@ -457,6 +457,20 @@ static int push_result(lua_State *L, mconn *c) {
   return nret;
 }
 
+/* What exec() returns, from the n values push_result() left: a result set's
+ * row count, or the affected rows, or the failure. */
+static int exec_result(lua_State *L, int n) {
+  if (n >= 2 && lua_istable(L, -2)) { /* a result set: report its row count */
+    lua_pushnumber(L, (double)lua_objlen(L, -2));
+    return 1;
+  }
+  if (n == 2 && !lua_isnil(L, -2)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return n;
+}
+
 /* query(sql) -> rows, columns | affected_rows, insert_id | nil, msg, errno, sqlstate */
 static int l_query(lua_State *L) {
   int nret;
@@ -504,10 +518,7 @@ static int l_reap(lua_State *L) {
   mconn *c = reap_conn(L, &nret);
   if (!c) return nret;
   if (mysql_read_query_result(c->my)) return fail_my(L, c->my);
-  MYSQL_RES *res = mysql_store_result(c->my);
-  if (res) mysql_free_result(res);
-  lua_pushnumber(L, (double)mysql_affected_rows(c->my));
-  return 1;
+  return exec_result(L, push_result(L, c));
 }
 
 /* reap_query() -> what query() returns: the result of the statement send()
@@ -522,16 +533,7 @@ static int l_reap_query(lua_State *L) {
 
 /* exec(sql) -> affected_rows | nil, msg, errno, sqlstate */
 static int l_exec(lua_State *L) {
-  int n = l_query(L);
-  if (n >= 2 && lua_istable(L, -2)) { /* a result set: report its row count */
-    lua_pushnumber(L, (double)lua_objlen(L, -2));
-    return 1;
-  }
-  if (n == 2 && !lua_isnil(L, -2)) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return n;
+  return exec_result(L, l_query(L));
 }
 
 static int l_escape(lua_State *L) {

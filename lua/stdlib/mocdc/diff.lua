@@ -209,7 +209,7 @@ function M.versioned_changes_sql(tbl, keycols, row_start, row_end, lo)
   for j, kc in ipairs(keycols) do names[j] = qi(kc.name) end
   local l = "'" .. lo:gsub("[^%d%-%.: ]", "") .. "'"
   return "SELECT DISTINCT " .. table.concat(names, ", ") .. " FROM " .. tbl .. " FOR SYSTEM_TIME ALL WHERE " ..
-    qi(row_start) .. " > " .. l .. " OR (" .. qi(row_end) .. " > " .. l .. " AND " .. qi(row_end) ..
+    qi(row_start) .. " >= " .. l .. " OR (" .. qi(row_end) .. " >= " .. l .. " AND " .. qi(row_end) ..
     " <= UTC_TIMESTAMP(6))"
 end
 

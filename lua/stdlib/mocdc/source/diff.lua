@@ -60,18 +60,18 @@ local num_opt = require("mocdc.options").number
 -- Lower bound for the next change scan of system-versioned tables and
 -- update-column tables, taken BEFORE the snapshot starts. A change that is not
 -- in the snapshot commits later, but carries the start time of its statement,
--- and that statement was either still running (processlist: its start) or
--- done inside a transaction that is still open and has written
--- (innodb_trx.trx_started, in the server's OS time zone, whole seconds; an
--- hour earlier when that zone has daylight saving time: its fall-back hour is
--- ambiguous), or it starts after now. The earliest of those, less `margin`
--- seconds (default 2): a transaction's first statement can start before
--- InnoDB starts the transaction (opening tables, a metadata-lock wait; mocdc's
--- own LOCK TABLES never makes writers wait: NOWAIT); longer waits are caught by
--- the full check.
--- nil, why when it cannot be known: not MariaDB, no PROCESS privilege, or a
--- replica / Galera node (replicated rows carry the primary's times, which
--- arrive as late as the replica lags).
+-- and that statement was either running when the processlist was read (its
+-- start), or done inside a transaction still open and written to when
+-- information_schema.innodb_trx was read just after (trx_started: the
+-- server's OS time zone, whole seconds, the earlier reading in the hour a
+-- daylight-saving change repeats), or it started after that. The earliest of
+-- those, less `margin` seconds (default 2): a transaction's first statement
+-- can start before InnoDB starts the transaction (opening tables, waiting for
+-- a metadata lock); longer waits are caught by the full check
+-- (fullCheckInterval), which both key-driven modes run.
+-- nil, why when it cannot be known: not MariaDB, no PROCESS privilege, a stale
+-- innodb_trx, or a replica / Galera node (replicated rows carry the primary's
+-- times, which arrive as late as the replica lags).
 function M.version_lo(c, margin)
   if c.flavour ~= "mariadb" then return nil, "the source is not MariaDB" end
   local replica = "the source is a replica: its rows carry the primary's times, which arrive as late as it lags " ..
@@ -83,21 +83,40 @@ function M.version_lo(c, margin)
     return nil, "the source is a Galera node: transactions of the other nodes arrive with their own times"
   end
   margin = tonumber(margin) or 2
-  local r, err = c:query("SELECT LEAST(UTC_TIMESTAMP(6), " ..
-    "COALESCE((SELECT CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') FROM information_schema.innodb_trx " ..
-    "WHERE trx_rows_modified > 0) - INTERVAL IF(TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), " ..
-    "'+00:00', 'SYSTEM')) <> TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP() - INTERVAL 182 DAY, CONVERT_TZ(UTC_TIMESTAMP() - " ..
-    "INTERVAL 182 DAY, '+00:00', 'SYSTEM')), 3600, 0) SECOND, UTC_TIMESTAMP(6)), " ..
-    "COALESCE((SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) MICROSECOND) FROM " ..
-    "information_schema.processlist WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', 'Daemon', " ..
-    "'Binlog Dump', 'Binlog Dump GTID')), UTC_TIMESTAMP(6))) - INTERVAL " .. math.floor(margin * 1e6) ..
-    " MICROSECOND, (SELECT COUNT(*) FROM information_schema.processlist WHERE command IN ('Slave_SQL', 'Slave_worker'))")
-  if type(r) ~= "table" or not r[1] then
-    return nil, "reading the oldest open transaction failed (" .. tostring(err) .. "; it needs the PROCESS privilege)"
+  -- 1. now, and the statements running now (their start)
+  local p, perr = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) " ..
+    "MICROSECOND) FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', " ..
+    "'Daemon', 'Binlog Dump', 'Binlog Dump GTID')), (SELECT COUNT(*) FROM information_schema.processlist WHERE " ..
+    "command IN ('Slave_SQL', 'Slave_worker'))")
+  if type(p) ~= "table" or not p[1] then return nil, "reading the processlist failed (" .. tostring(perr) .. ")" end
+  if (tonumber(p[1][3]) or 0) > 0 then return nil, replica end
+  local lo = p[1][1]
+  if type(p[1][2]) == "string" and p[1][2] < lo then lo = p[1][2] end
+  -- 2. the transactions open now that have written. information_schema.innodb_trx
+  -- is a cache refreshed at most every 100 ms (and not while it keeps being
+  -- read): it is fresh when it lists a transaction of ours begun after step 1.
+  local tb
+  for attempt = 1, 4 do
+    if attempt > 1 then util.sleep(0.12) end
+    local ok, err = c:exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    if not ok then return nil, "starting a transaction failed (" .. tostring(err) .. ")" end
+    -- trx_started is in the server's OS time zone, whole seconds; in the hour a
+    -- daylight-saving change repeats, the earlier reading of it is taken
+    local r, rerr = c:query("SELECT SUM(trx_mysql_thread_id = CONNECTION_ID()), " ..
+      "(SELECT IF(CONVERT_TZ(u - INTERVAL 1 HOUR, '+00:00', 'SYSTEM') = l, u - INTERVAL 1 HOUR, u) FROM (SELECT " ..
+      "MIN(trx_started) AS l, CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') AS u FROM information_schema.innodb_trx " ..
+      "WHERE trx_rows_modified > 0) AS m) FROM information_schema.innodb_trx")
+    c:exec("COMMIT")
+    if type(r) ~= "table" or not r[1] then
+      return nil, "reading the oldest open transaction failed (" .. tostring(rerr) .. "; it needs the PROCESS privilege)"
+    end
+    if tonumber(r[1][1]) == 1 then tb = type(r[1][2]) == "string" and r[1][2] or false break end
   end
-  if (tonumber(r[1][2]) or 0) > 0 then return nil, replica end
-  if type(r[1][1]) ~= "string" then return nil, "the server returned no time" end
-  return r[1][1]
+  if tb == nil then return nil, "information_schema.innodb_trx was not refreshed (it is read too often)" end
+  if tb and tb < lo then lo = tb end
+  local m = c:query("SELECT '" .. lo .. "' - INTERVAL " .. math.floor(margin * 1e6) .. " MICROSECOND")
+  if type(m) ~= "table" or not m[1] or type(m[1][1]) ~= "string" then return nil, "the server returned no time" end
+  return m[1][1]
 end
 
 -- The chunk checksum both servers can compute: "crc" (CRC32 rows, two
@@ -571,7 +590,13 @@ function Engine:iterate(t, info)
   local sink = self.sink
   local state = self:read_state(t)
   if t.vcols and state and state.vlo and self.version_lo and not t.old_ref then
-    return self:iterate_versioned(t, state, info, st, t0)
+    if util.now() - (state.checked or 0) < self.full_check then
+      local st2 = self:iterate_versioned(t, state, info, st, t0)
+      if st2 then return st2 end
+    end
+    -- every fullCheckInterval (or too many changes): chunk sums against the sink
+    st.full_check = true
+    state = nil
   end
   if (t.ucol or t.vcols) and not self.version_lo and not self.noted_no_vlo then
     self.noted_no_vlo = true
@@ -687,9 +712,23 @@ end
 
 -- System-versioned tables: fetch only the rows whose key changed since state.vlo.
 function Engine:iterate_versioned(t, state, info, st, t0)
+  local key_sql = diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo)
+  if not self:few_keys(t, key_sql) then return nil end
   st.versioned = true
-  return self:iterate_keys(t, state, info, st, t0,
-    diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo))
+  return self:iterate_keys(t, state, info, st, t0, key_sql)
+end
+
+-- Whether the keys of key_sql are few enough to hold (updateColumnMaxKeys);
+-- otherwise this iteration compares chunk sums, and the log says why.
+function Engine:few_keys(t, key_sql)
+  local n = q(self.src.c, "SELECT COUNT(*) FROM (" .. key_sql .. ") AS mocdc_k", "counting the changes of " ..
+    t.src_label)[1][1]
+  if tonumber(n) > self.max_keys then
+    log.info("%s: %s rows changed since the last iteration (more than updateColumnMaxKeys = %d): comparing chunk sums",
+      t.src_label, n, self.max_keys)
+    return false
+  end
+  return true
 end
 
 -- Tables with an updateColumn: the rows updated or inserted since state.vlo
@@ -699,13 +738,7 @@ end
 -- otherwise the chunks whose counts differ are merged like changed chunks.
 function Engine:iterate_updated(t, state, info, st, t0)
   local key_sql = diff.updated_keys_sql(t.src_ref, t.keycols, t.ucol, state.vlo, t.ucol_fsp)
-  local n = q(self.src.c, "SELECT COUNT(*) FROM (" .. key_sql .. ") AS mocdc_k", "counting the changes of " ..
-    t.src_label)[1][1]
-  if tonumber(n) > self.max_keys then
-    log.info("%s: %s rows changed since the last iteration (more than updateColumnMaxKeys = %d): comparing chunk sums",
-      t.src_label, n, self.max_keys)
-    return nil
-  end
+  if not self:few_keys(t, key_sql) then return nil end
   st.updated = true
   return self:iterate_keys(t, state, info, st, t0, key_sql,
     function(out, apply, tick)

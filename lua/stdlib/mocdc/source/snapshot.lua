@@ -47,9 +47,10 @@ end
 -- connection holds `LOCK TABLES ... READ` on the tables of the iteration: no
 -- write can commit to them in between, so all the snapshots see the same
 -- rows of those tables. The lock is held for the few round trips the START
--- TRANSACTIONs take. It never waits (MariaDB: NOWAIT, tried 3 times 20 ms
--- apart; MySQL: lock_wait_timeout = 1), so a long write transaction never
--- makes the source's writers queue behind it: when it cannot be had (a write
+-- TRANSACTIONs take (writers wait that long), and the server drops it if
+-- mocdc stalls meanwhile (wait_timeout 5 s). It is never waited for (MariaDB:
+-- NOWAIT, tried 3 times 20 ms apart; MySQL: lock_wait_timeout = 1), so a long
+-- write transaction never makes the source's writers queue behind it: when it cannot be had (a write
 -- transaction open on a table, no LOCK TABLES privilege) this iteration runs
 -- on self.c alone, and the log says why (once until it changes). Returns the
 -- helpers that are in the snapshot (possibly none) and whether self.c's
@@ -65,10 +66,16 @@ function Src:start_helpers(n, list)
   end
   local mariadb = self.c.flavour == "mariadb"
   local why
+  if self.locker and not self.locker:ping() then
+    self.locker:close() -- dropped by the server (wait_timeout below) between iterations
+    self.locker = nil
+  end
   if not self.locker then
     local c, err = open()
     if c then
-      local ok, e2 = c:exec("SET SESSION lock_wait_timeout = 1")
+      -- wait_timeout: if mocdc stalls while holding the lock (stopped, cut
+      -- off), the server drops this connection, and the lock with it, in 5 s
+      local ok, e2 = c:exec("SET SESSION lock_wait_timeout = 1, wait_timeout = 5")
       if ok then self.locker = c else why = e2 c:close() end
     else why = err end
   end
@@ -84,14 +91,14 @@ function Src:start_helpers(n, list)
     local ok, err, code
     for attempt = 1, mariadb and 3 or 1 do
       ok, err, code = self.locker:exec(sql)
-      if ok or (code ~= 1205 and code ~= 4163 and code ~= 1213) then break end
+      if ok or (code ~= 1205 and code ~= 1213) then break end
       if attempt < 3 then util.sleep(0.02) end
     end
     if not ok then
       if code == 1044 or code == 1142 or code == 1227 then
         why = "LOCK TABLES ... READ is not allowed (" .. tostring(err) .. "); to checksum on " .. (n + 1) ..
           " connections grant the source user LOCK TABLES on these tables (or set checksumParallel = 1)"
-      elseif code == 1205 or code == 4163 or code == 1213 then
+      elseif code == 1205 or code == 1213 then
         why = "a write transaction is open on one of the tables, so their snapshots could differ (LOCK TABLES ... " ..
           "READ: " .. tostring(err) .. ")"
       else
