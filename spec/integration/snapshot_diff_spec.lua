@@ -648,4 +648,24 @@ mdb.describe("snapshot diffing (issue 5)", function()
     same("shop.hist2", "copy.hist2", "id")
     assert.is_true(step().versioned)
   end)
+
+  it("updateColumn: more changed rows than updateColumnMaxKeys compares chunk sums for that iteration", function()
+    src:sql([[CREATE TABLE shop.upd8 (id INT PRIMARY KEY, v INT NOT NULL,
+        updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated));
+      INSERT INTO shop.upd8 (id, v) SELECT seq, seq FROM seq_1_to_300;]], "shop")
+    local opts = ", diffChunkRows = 100, updateColumn = 'updated', changeScanMargin = 0, updateColumnMaxKeys = 5"
+    local function step() return iterate("upd8", "shop.upd8:copy.upd8", opts)["shop.upd8"].stats end
+    iterate("upd8", "shop.upd8:copy.upd8", opts)
+    src:sql("UPDATE shop.upd8 SET v = -v WHERE id <= 3", "shop")
+    local st = step()
+    assert.is_true(st.updated)
+    assert.equals(3, st.updates)
+    src:sql("UPDATE shop.upd8 SET v = -v WHERE id BETWEEN 101 AND 110", "shop")
+    st = step()
+    assert.is_nil(st.updated)
+    assert.is_true(st.full_check)
+    assert.equals(10, st.updates)
+    same("shop.upd8", "copy.upd8", "id")
+    assert.is_true(step().updated)
+  end)
 end)

@@ -712,23 +712,9 @@ end
 
 -- System-versioned tables: fetch only the rows whose key changed since state.vlo.
 function Engine:iterate_versioned(t, state, info, st, t0)
-  local key_sql = diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo)
-  if not self:few_keys(t, key_sql) then return nil end
   st.versioned = true
-  return self:iterate_keys(t, state, info, st, t0, key_sql)
-end
-
--- Whether the keys of key_sql are few enough to hold (updateColumnMaxKeys);
--- otherwise this iteration compares chunk sums, and the log says why.
-function Engine:few_keys(t, key_sql)
-  local n = q(self.src.c, "SELECT COUNT(*) FROM (" .. key_sql .. ") AS mocdc_k", "counting the changes of " ..
-    t.src_label)[1][1]
-  if tonumber(n) > self.max_keys then
-    log.info("%s: %s rows changed since the last iteration (more than updateColumnMaxKeys = %d): comparing chunk sums",
-      t.src_label, n, self.max_keys)
-    return false
-  end
-  return true
+  return self:iterate_keys(t, state, info, st, t0,
+    diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo))
 end
 
 -- Tables with an updateColumn: the rows updated or inserted since state.vlo
@@ -738,7 +724,6 @@ end
 -- otherwise the chunks whose counts differ are merged like changed chunks.
 function Engine:iterate_updated(t, state, info, st, t0)
   local key_sql = diff.updated_keys_sql(t.src_ref, t.keycols, t.ucol, state.vlo, t.ucol_fsp)
-  if not self:few_keys(t, key_sql) then return nil end
   st.updated = true
   return self:iterate_keys(t, state, info, st, t0, key_sql,
     function(out, apply, tick)
@@ -787,12 +772,13 @@ end
 -- Key-driven iteration: the keys that may have changed come from `key_sql`
 -- (streamed from the source); each slice of them is fetched from both sides
 -- and merged. `more(out, apply, tick)`, when given, then adds changes of its own.
--- The state keeps its chunks; its vlo moves to this iteration's.
+-- The state keeps its chunks; its vlo moves to this iteration's. More than
+-- updateColumnMaxKeys keys: nil (nothing done; the caller compares chunk sums).
 function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
   local sink = self.sink
   st.chunks = #state.chunks
   local c = self.src.c
-  local cur, err, code = c:stream(key_sql)
+  local cur, err, code = c:stream(key_sql .. " LIMIT " .. (self.max_keys + 1))
   if not cur then
     errors.raise(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)), code)
   end
@@ -803,6 +789,13 @@ function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
     if n == 0 then break end
   end
   cur:close()
+  if kb:count() > self.max_keys then
+    log.info("%s: more than %d rows changed since the last iteration (updateColumnMaxKeys): comparing chunk sums",
+      t.src_label, self.max_keys)
+    kb:free()
+    st.versioned, st.updated = nil, nil
+    return nil
+  end
   st.keys = kb:count()
   if st.versioned then st.changed = kb:count() end
   st.rows_fetched = st.rows_fetched + kb:count()
