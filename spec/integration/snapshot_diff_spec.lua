@@ -43,6 +43,27 @@ mdb.describe("snapshot diffing (issue 5)", function()
     return by
   end
 
+  -- Three iterations of a pipeline script (the copy, then two diffs), with
+  -- change() run after the first; returns the log lines (at `level`) and each
+  -- iteration's stats.
+  local function three_iterations(script, change, level)
+    local lines, stats = {}, {}
+    local old_out, old_level = log.out, log.level
+    log.out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
+    log.level = level or old_level
+    local ok, err = pcall(function()
+      local ctx = pipeline.declare(script, {})
+      ctx.on_iteration = function(summary, i)
+        stats[i] = summary[1].stats
+        if i == 1 then change() end
+      end
+      engine.run(ctx.jobs[1], ctx, { iterations = 3 })
+    end)
+    log.out, log.level = old_out, old_level
+    assert(ok, err)
+    return lines, stats
+  end
+
   local function same(tbl_src, tbl_dst, order)
     local a = src:rows("SELECT * FROM " .. tbl_src .. " ORDER BY " .. order)
     local b = sink:rows("SELECT * FROM " .. tbl_dst .. " ORDER BY " .. order)
@@ -328,21 +349,10 @@ mdb.describe("snapshot diffing (issue 5)", function()
       local s = load.snapshot { uri = %q, tables = "shop.nolock:copy.nolock", diffChunkRows = 100 }
       save.append(s, %q, { duration = 1, checkpointLocation = %q })
     ]], uri, sink.uri, dir .. "/cp-nolock"))
-    local lines = {}
-    local old_out, old_level = log.out, log.level
-    log.out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
-    log.level = "info"
-    local conns = {}
-    local ok, err = pcall(function()
-      local ctx = pipeline.declare(script, {})
-      ctx.on_iteration = function(summary, i)
-        if summary[1].stats then conns[#conns + 1] = summary[1].stats.conns end
-        if i == 1 then src:sql("UPDATE shop.nolock SET v = 0 WHERE id = 250", "shop") end
-      end
-      engine.run(ctx.jobs[1], ctx, { iterations = 3 }) -- copy, then 2 diff iterations
-    end)
-    log.out, log.level = old_out, old_level
-    assert(ok, err)
+    local lines, stats = three_iterations(script, function()
+      src:sql("UPDATE shop.nolock SET v = 0 WHERE id = 250", "shop")
+    end, "info")
+    local conns = { stats[2].conns, stats[3].conns }
     local notes = 0
     for _, l in ipairs(lines) do
       if l:find("chunk checksums on one connection this iteration", 1, true) then
@@ -489,19 +499,9 @@ mdb.describe("snapshot diffing (issue 5)", function()
       local s = load.snapshot { uri = %q, tables = "shop.upd5:copy.upd5", diffChunkRows = 100, updateColumn = "updated" }
       save.append(s, %q, { duration = 1, checkpointLocation = %q })
     ]], (src.uri:gsub("root:[^@]*@", "reader2:readerpw@")), sink.uri, dir .. "/cp-upd5"))
-    local lines, stats = {}, {}
-    local old_out = log.out
-    log.out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
-    local ok, err = pcall(function()
-      local ctx = pipeline.declare(script, {})
-      ctx.on_iteration = function(summary, i)
-        stats[i] = summary[1].stats
-        if i == 1 then src:sql("UPDATE shop.upd5 SET v = 0 WHERE id = 250", "shop") end
-      end
-      engine.run(ctx.jobs[1], ctx, { iterations = 3 })
+    local lines, stats = three_iterations(script, function()
+      src:sql("UPDATE shop.upd5 SET v = 0 WHERE id = 250", "shop")
     end)
-    log.out = old_out
-    assert(ok, err)
     assert.is_nil(stats[2].updated)
     assert.equals(1, stats[2].updates)
     local warned = 0

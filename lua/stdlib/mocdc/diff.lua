@@ -122,6 +122,21 @@ local function where(keycols, lo, hi)
   return r and (" WHERE " .. r) or ""
 end
 
+-- Statements of up to `per` (default 100) per-range SELECTs one(i, range)
+-- joined with UNION ALL.
+local function union_batches(ranges, per, one)
+  per = per or 100
+  local out, cur = {}, {}
+  for i, r in ipairs(ranges) do
+    cur[#cur + 1] = one(i, r)
+    if #cur >= per or i == #ranges then
+      out[#out + 1] = table.concat(cur, " UNION ALL ")
+      cur = {}
+    end
+  end
+  return out
+end
+
 -- Checksum statements for a list of ranges {lo=, hi=} (nil = unbounded):
 -- each statement is a UNION ALL of up to opts.per_statement (default 100)
 -- range aggregates returning (range index, COUNT(*), SUM(h1)[, SUM(h2)]);
@@ -141,16 +156,7 @@ function M.sums_sql(tbl, cols, keycols, ranges, opts)
     for k, h in ipairs(hs) do sums[k] = "COALESCE(SUM(" .. h .. "), 0)" end
     return "SELECT " .. i .. ", COUNT(*), " .. table.concat(sums, ", ") .. " FROM " .. tbl .. where(keycols, r.lo, r.hi)
   end
-  local per = opts.per_statement or 100
-  local out, cur = {}, {}
-  for i, r in ipairs(ranges) do
-    cur[#cur + 1] = one(i, r)
-    if #cur >= per or i == #ranges then
-      out[#out + 1] = table.concat(cur, " UNION ALL ")
-      cur = {}
-    end
-  end
-  return out
+  return union_batches(ranges, opts.per_statement, one)
 end
 
 -- Checksum of a result row (COUNT, SUM...) as {n=, s=}: s joins the components.
@@ -231,16 +237,9 @@ end
 -- Row counts of ranges: statements of up to `per` (default 100) ranges,
 -- each returning (range index, COUNT(*)).
 function M.counts_sql(tbl, keycols, ranges, per)
-  per = per or 100
-  local out, cur = {}, {}
-  for i, r in ipairs(ranges) do
-    cur[#cur + 1] = "SELECT " .. i .. ", COUNT(*) FROM " .. tbl .. where(keycols, r.lo, r.hi)
-    if #cur >= per or i == #ranges then
-      out[#out + 1] = table.concat(cur, " UNION ALL ")
-      cur = {}
-    end
-  end
-  return out
+  return union_batches(ranges, per, function(i, r)
+    return "SELECT " .. i .. ", COUNT(*) FROM " .. tbl .. where(keycols, r.lo, r.hi)
+  end)
 end
 
 -- The ranges of a chunk list: {lo=, hi=} per chunk.

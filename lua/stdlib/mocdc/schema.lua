@@ -66,7 +66,7 @@ end
 
 -- Columns in ordinal order (virtual generated columns are not copied).
 function M.columns(c, db, t)
-  local rows = q(c, "SELECT column_name, data_type, column_type, is_nullable, extra, column_key " ..
+  local rows = q(c, "SELECT column_name, data_type, column_type, is_nullable, extra, column_key, column_default " ..
     "FROM information_schema.columns WHERE table_schema = " .. lit(c, db) ..
     " AND table_name = " .. lit(c, t) .. " ORDER BY ordinal_position")
   local cols = {}
@@ -76,6 +76,7 @@ function M.columns(c, db, t)
     cols[#cols + 1] = {
       name = r[1], data_type = r[2]:lower(), column_type = r[3], nullable = r[4] == "YES",
       class = M.class_of(r[2]), generated = generated, extra = extra,
+      default = type(r[7]) == "string" and r[7] or nil,
     }
   end
   return cols

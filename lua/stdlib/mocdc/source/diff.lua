@@ -226,10 +226,7 @@ function Engine:update_column(t)
     return nil
   end
   local c = self.src.c
-  local def = c:query("SELECT column_default FROM information_schema.columns WHERE table_schema = '" ..
-    c:escape(t.src_db) .. "' AND table_name = '" .. c:escape(t.src_table) .. "' AND column_name = '" ..
-    c:escape(col.name) .. "'")
-  def = type(def) == "table" and def[1] and def[1][1]
+  local def = col.default
   if col.data_type ~= "timestamp" or not (col.extra or ""):find("on update current_timestamp", 1, true) or
       col.nullable or type(def) ~= "string" or not def:lower():find("^current_timestamp") then
     errors.raise(string.format("updateColumn %s of %s is %s%s%s%s; it must be a TIMESTAMP NOT NULL DEFAULT " ..
@@ -570,6 +567,13 @@ local function new_stats(t)
 end
 M.new_stats = new_stats
 
+-- Commit the sink transaction of an iteration (or of a piece of it).
+function Engine:commit(t, st, final)
+  if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
+  self.sink:commit()
+  st.commits = st.commits + 1
+end
+
 -- Store a baseline for a table just copied in the current snapshot.
 function Engine:store_baseline(t, info)
   local st = new_stats(t)
@@ -589,28 +593,21 @@ function Engine:iterate(t, info)
   local st = new_stats(t)
   local sink = self.sink
   local state = self:read_state(t)
-  if t.vcols and state and state.vlo and self.version_lo and not t.old_ref then
-    if util.now() - (state.checked or 0) < self.full_check then
-      local st2 = self:iterate_versioned(t, state, info, st, t0)
-      if st2 then return st2 end
-    end
-    -- every fullCheckInterval (or too many changes): chunk sums against the sink
-    st.full_check = true
-    state = nil
-  end
   if (t.ucol or t.vcols) and not self.version_lo and not self.noted_no_vlo then
     self.noted_no_vlo = true
     log.warn("%s: diffed by chunk checksums, not by its %s: %s", t.src_label,
       t.ucol and ("updateColumn " .. t.ucol) or "history", tostring(self.version_lo_why))
   end
-  if t.ucol and state and state.vlo and self.version_lo and not t.old_ref then
+  -- key-driven tables (history, updateColumn): the changed keys only, except
+  -- every fullCheckInterval or with too many changes, when chunk sums are
+  -- compared with the sink (that catches what the keys cannot show, e.g. a
+  -- hand-set update time)
+  local by_keys = t.vcols and self.iterate_versioned or t.ucol and self.iterate_updated
+  if by_keys and state and state.vlo and self.version_lo and not t.old_ref then
     if util.now() - (state.checked or 0) < self.full_check then
-      local st2 = self:iterate_updated(t, state, info, st, t0)
+      local st2 = by_keys(self, t, state, info, st, t0)
       if st2 then return st2 end
-      -- too many changed rows to hold their keys: compare chunk sums instead
     end
-    -- every fullCheckInterval: compare chunk sums with the sink (catches a
-    -- write that set the column by hand)
     st.full_check = true
     state = nil
   end
@@ -677,10 +674,8 @@ function Engine:iterate(t, info)
         chunks = committed }, info)
     end
     if in_txn then
-      if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
-      sink:commit()
+      self:commit(t, st, final)
       in_txn = false
-      st.commits = st.commits + 1
     end
     st.t_apply = st.t_apply + (util.mono() - ta)
   end
@@ -821,10 +816,8 @@ function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
         keyed = true }, info)
     end
     if in_txn then
-      if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
-      sink:commit()
+      self:commit(t, st, final)
       in_txn = false
-      st.commits = st.commits + 1
     end
     st.t_apply = st.t_apply + (util.mono() - ta)
   end
@@ -976,11 +969,12 @@ function M.run(job, ctx, run_opts)
       "snapshot diffing needs a mysql:// sink: it reads the sink's rows as the previous state")
     local iteration = 0
     local summary
+    -- tables diffed by their history or updateColumn need the change-scan bound
+    local keyed = false
+    for _, t in ipairs(list) do if t.vcols or t.ucol then keyed = true end end
     while true do
       iteration = iteration + 1
       local started = util.mono()
-      local keyed = false
-      for _, t in ipairs(list) do if t.vcols or t.ucol then keyed = true end end
       if keyed then eng.version_lo, eng.version_lo_why = M.version_lo(src.c, eng.o.changeScanMargin) end
       src:begin_snapshot({ helpers = eng.parallel - 1, tables = list })
       summary = {}
