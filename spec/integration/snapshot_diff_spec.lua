@@ -64,6 +64,13 @@ mdb.describe("snapshot diffing (issue 5)", function()
     return lines, stats
   end
 
+  -- shop.<name>: 300 rows (id, v) and an indexed updateColumn `updated`
+  local function upd_table(name)
+    src:sql(string.format([[CREATE TABLE shop.%s (id INT PRIMARY KEY, v INT NOT NULL,
+        updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated));
+      INSERT INTO shop.%s (id, v) SELECT seq, seq FROM seq_1_to_300;]], name, name), "shop")
+  end
+
   local function same(tbl_src, tbl_dst, order)
     local a = src:rows("SELECT * FROM " .. tbl_src .. " ORDER BY " .. order)
     local b = sink:rows("SELECT * FROM " .. tbl_dst .. " ORDER BY " .. order)
@@ -543,9 +550,7 @@ mdb.describe("snapshot diffing (issue 5)", function()
   end)
 
   it("updateColumn: after key-driven iterations, a fall back to chunk sums compares with the sink, not stale sums", function()
-    src:sql([[CREATE TABLE shop.upd7 (id INT PRIMARY KEY, v INT NOT NULL,
-        updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated));
-      INSERT INTO shop.upd7 (id, v) SELECT seq, seq FROM seq_1_to_300;]], "shop")
+    upd_table("upd7")
     local opts = ", diffChunkRows = 100, updateColumn = 'updated', changeScanMargin = 0"
     assert.is_true(iterate("upd7", "shop.upd7:copy.upd7", opts)["shop.upd7"].full)
     src:sql("INSERT INTO shop.upd7 (id, v) VALUES (1000, 1)", "shop")
@@ -650,9 +655,7 @@ mdb.describe("snapshot diffing (issue 5)", function()
   end)
 
   it("updateColumn: more changed rows than updateColumnMaxKeys compares chunk sums for that iteration", function()
-    src:sql([[CREATE TABLE shop.upd8 (id INT PRIMARY KEY, v INT NOT NULL,
-        updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated));
-      INSERT INTO shop.upd8 (id, v) SELECT seq, seq FROM seq_1_to_300;]], "shop")
+    upd_table("upd8")
     local opts = ", diffChunkRows = 100, updateColumn = 'updated', changeScanMargin = 0, updateColumnMaxKeys = 5"
     local function step() return iterate("upd8", "shop.upd8:copy.upd8", opts)["shop.upd8"].stats end
     iterate("upd8", "shop.upd8:copy.upd8", opts)
