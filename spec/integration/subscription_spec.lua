@@ -9,16 +9,6 @@ local util = require("mocdc.util.lib")
 
 local eventually = cli.eventually
 
--- until cli.lua routes `mocdc sql` / `mocdc serve` to mocdc.subscription
-local wired = cli.run({ "sql", "--help" }) == 0
-
-if not wired then
-  describe("subscriptions (issue 5)", function()
-    pending("`mocdc sql` is not wired in lua/stdlib/mocdc/cli.lua yet (mocdc.subscription.sql_main / serve)")
-  end)
-  return
-end
-
 mdb.describe("subscriptions (issue 5)", function()
   local up, down, dir
   local workers = {}
