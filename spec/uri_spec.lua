@@ -44,14 +44,14 @@ describe("mocdc.uri.parse", function()
     assert.are.equal("acc1#admin#accountadmin", r.login)
   end)
 
-  it("parses the older MatrixOne acct:user:password form", function()
-    local u = assert(uri.parse("mysql://acc1:admin:111@127.0.0.1:6001"))
+  it("parses the older MatrixOne acct:user login written with %3A", function()
+    local u = assert(uri.parse("mysql://acc1%3Aadmin:111@127.0.0.1:6001"))
     assert.are.equal("acc1", u.account)
     assert.are.equal("admin", u.user)
     assert.are.equal("acc1:admin", u.login)
     assert.are.equal("111", u.password)
-    assert.are.equal("mysql://acc1:admin:******@127.0.0.1:6001", u.masked)
-    local r = assert(uri.parse("mysql://acc1:admin:ops:111@h:1"))
+    assert.are.equal("mysql://acc1%3Aadmin:******@127.0.0.1:6001", u.masked)
+    local r = assert(uri.parse("mysql://acc1%3Aadmin%3Aops:111@h:1"))
     assert.are.equal("ops", r.role)
     assert.are.equal("acc1:admin:ops", r.login)
     assert.are.equal("111", r.password)
@@ -128,8 +128,8 @@ describe("mocdc.uri.parse", function()
       { "", "invalid URI '': it is empty" .. EXPECTED },
       { " mysql://r:secret@h", "invalid URI ' mysql://r:******@h': it has leading or trailing spaces" .. EXPECTED },
       { "mysql://a:b:c:d:secret@h:1",
-        "invalid URI 'mysql://a:b:******@h:1': too many ':' in the user part " ..
-        "(write a ':' in a password as %3A)" .. EXPECTED },
+        "invalid URI 'mysql://a:******@h:1': a ':' in the password must be written %3A " ..
+        "(a MatrixOne login is acc#user[#role]:password)" },
       { "mysql://#adm:secret@h:1", "invalid URI 'mysql://#adm:******@h:1': no account name before '#'" .. EXPECTED },
       { "mysql://r:secret@[::1:3306", "invalid URI 'mysql://r:******@[::1:3306': unclosed '[' in host '[::1:3306'" .. EXPECTED },
       { "mysql://r:secret@h x:1", "invalid URI 'mysql://r:******@h x:1': invalid host 'h x'" .. EXPECTED },
@@ -166,7 +166,7 @@ end)
 describe("mocdc.uri.mask", function()
   local cases = {
     { "mysql://root:111@127.0.0.1:6001", "mysql://root:******@127.0.0.1:6001" },
-    { "mysql://acc1:admin:111@127.0.0.1:6001", "mysql://acc1:admin:******@127.0.0.1:6001" },
+    { "mysql://acc1:admin:111@127.0.0.1:6001", "mysql://acc1:******@127.0.0.1:6001" },
     { "mysql://acc1#admin:111@127.0.0.1:6001/db?x=1", "mysql://acc1#admin:******@127.0.0.1:6001/db?x=1" },
     { "mysql://root:p@ss/w?rd@h:1/db", "mysql://root:******@h:1/db" },
     { "mysql://root@h:1", "mysql://root@h:1" },
@@ -176,7 +176,7 @@ describe("mocdc.uri.mask", function()
     { "mysql://root:secret", "mysql://root:******" },
     { "mysql://root:secret/db", "mysql://root:******/db" },
     { "root:secret@h:1", "root:******@h:1" },
-    { "mysql://a:b:c:secret@h", "mysql://a:b:******@h" },
+    { "mysql://a:b:c:secret@h", "mysql://a:******@h" },
     { "garbage:secret", "garbage:******" },
     { "", "" },
   }
@@ -196,7 +196,7 @@ describe("mocdc.uri.format", function()
     local u = assert(uri.parse(s))
     assert.are.equal(s, uri.format(u, { password = true }))
     assert.are.equal("mysql://acc1#admin:******@127.0.0.1:6001/db?connect-timeout=5&ssl-mode=require", uri.format(u))
-    assert.are.equal("mysql://acc1:admin:******@h:1", uri.format(assert(uri.parse("mysql://acc1:admin:x@h:1"))))
+    assert.are.equal("mysql://acc1%3Aadmin:******@h:1", uri.format(assert(uri.parse("mysql://acc1%3Aadmin:x@h:1"))))
     assert.are.equal("mysql://root@[::1]:3306", uri.format({ user = "root", host = "::1" }))
   end)
 end)

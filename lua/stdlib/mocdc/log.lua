@@ -1,18 +1,18 @@
 -- Logging with UTC timestamps to stderr; every message passes through the
 -- password mask so a URI with a password never reaches a log.
+local uri = require("mocdc.uri")
 local util = require("mocdc.util.lib")
 local M = { level = os.getenv("MOCDC_LOG_LEVEL") or "info", out = io.stderr }
 
 local LEVELS = { debug = 1, info = 2, warn = 3, error = 4, quiet = 5 }
 
--- Mask the password of anything that looks like a URI with credentials:
--- scheme://user:pass@ and scheme://acct:user:pass@ (last colon group is masked).
+-- Mask the password of anything that looks like a URI with credentials
+-- (scheme://user:pass@, up to the token's last '@'): everything after the
+-- user part's first ':' (mocdc.uri's rule).
 function M.mask(s)
   s = tostring(s)
-  s = s:gsub("(%a[%w+.-]*://)([^@/%s]*)@", function(scheme, cred)
-    local head = cred:match("^(.*):[^:]*$")
-    if head then return scheme .. head .. ":******@" end
-    return scheme .. cred .. "@"
+  s = s:gsub("(%a[%w+.-]*://)([^%s]*)@", function(scheme, cred)
+    return scheme .. uri.mask_userinfo(cred) .. "@"
   end)
   return s
 end

@@ -1,14 +1,16 @@
 -- mocdc.uri: MySQL-protocol connection strings.
 --
 --   mysql://user:password@host:port[/database][?option=value&...]
---   mysql://acct#user:password@host:port        MatrixOne login "acct#user"
---   mysql://acct:user:password@host:port        MatrixOne (older) login "acct:user"
+--   mysql://acct#user[#role]:password@host:port     MatrixOne login "acct#user[#role]"
+--   mysql://acct%3Auser[%3Arole]:password@host:port MatrixOne (older) login "acct:user[:role]"
 --
--- The password may hold '@', '/', '?' and '#' as they are (the user part ends
--- at the last '@'); a ':' in a password must be written %3A, since more colons
--- mean the MatrixOne account form. User, password, database and option values
--- are percent-decoded. Failures are `nil, msg`, and every message shows the URI
--- with the password masked.
+-- The user part ends at the last '@' and splits at its FIRST ':': login before,
+-- password after. The password may hold '@', '/', '?' and '#' as they are, but a
+-- ':' in it must be written %3A: a second raw ':' is refused (it could be a
+-- password or the older MatrixOne login, and guessing wrong would send half a
+-- password as the user name). User, password, database and option values are
+-- percent-decoded. Failures are `nil, msg`; every message shows the URI with
+-- everything after the user part's first ':' masked.
 local M = {}
 
 local EXPECTED = "(expected mysql://user:password@host:port[/database])"
@@ -73,9 +75,17 @@ local function last_index(s, ch)
   end
 end
 
--- Mask the password in a connection string, whatever its shape. Conservative:
--- when the user part has 3+ ':'-separated fields, everything after the second
--- ':' is masked; without an '@', anything after a ':' that is not a port is.
+-- Mask the user part of a URI (what lies between '://' and the last '@'):
+-- everything after its first ':' is the password, whatever it holds.
+function M.mask_userinfo(userinfo)
+  local c1 = userinfo:find(":", 1, true)
+  if not c1 then return userinfo end
+  return userinfo:sub(1, c1) .. MASK
+end
+
+-- Mask the password in a connection string, whatever its shape: everything
+-- after the user part's first ':'; without an '@', anything after a ':' that
+-- is not a port.
 function M.mask(s)
   if type(s) ~= "string" then s = tostring(s) end
   local start = 1
@@ -84,12 +94,7 @@ function M.mask(s)
   local head, rest = s:sub(1, start - 1), s:sub(start)
   local at = last_index(rest, "@")
   if at then
-    local userinfo = rest:sub(1, at - 1)
-    local c1 = userinfo:find(":", 1, true)
-    if not c1 then return s end
-    local c2 = userinfo:find(":", c1 + 1, true)
-    local keep = c2 or c1
-    return head .. userinfo:sub(1, keep) .. MASK .. rest:sub(at)
+    return head .. M.mask_userinfo(rest:sub(1, at - 1)) .. rest:sub(at)
   end
   -- no '@': "host:port" is fine, "user:secret" (or worse) is not
   local hostport, tail = rest:match("^([^/?]*)(.*)$")
@@ -102,31 +107,27 @@ function M.mask(s)
   return head .. hostport:sub(1, c1) .. MASK .. tail
 end
 
--- Split the user part into login fields (all percent-decoded).
+-- Split the user part into login fields (all percent-decoded): login before
+-- the first ':', password after it; a MatrixOne login "acct#user[#role]" or
+-- (decoded from %3A) "acct:user[:role]" also gives account, user and role.
 local function parse_userinfo(userinfo)
-  local parts = {}
-  for p in (userinfo .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = p end
-  local r = {}
-  if #parts > 4 then
-    return nil, "too many ':' in the user part (write a ':' in a password as %3A)"
-  elseif #parts >= 3 then -- acct:user[:role]:password
-    r.account, r.user = decode(parts[1]), decode(parts[2])
-    if #parts == 4 then r.role = decode(parts[3]) end
-    r.password = decode(parts[#parts])
-    r.login = r.account .. ":" .. r.user .. (r.role and (":" .. r.role) or "")
-    if r.account == "" then return nil, "no account name before ':'" end
-  else
-    r.login = decode(parts[1])
-    if #parts == 2 then r.password = decode(parts[2]) end
-    local acct, user, role = r.login:match("^([^#]*)#([^#]*)#?(.*)$")
+  local c = userinfo:find(":", 1, true)
+  local raw_pw = c and userinfo:sub(c + 1)
+  if raw_pw and raw_pw:find(":", 1, true) then
+    return nil, "a ':' in the password must be written %3A (a MatrixOne login is acc#user[#role]:password)"
+  end
+  local r = { login = decode(c and userinfo:sub(1, c - 1) or userinfo) }
+  if raw_pw then r.password = decode(raw_pw) end
+  for _, sep in ipairs({ "#", ":" }) do
+    local acct, user, role = r.login:match("^([^" .. sep .. "]*)" .. sep .. "([^" .. sep .. "]*)" .. sep .. "?(.*)$")
     if acct then
-      if acct == "" then return nil, "no account name before '#'" end
+      if acct == "" then return nil, "no account name before '" .. sep .. "'" end
       r.account, r.user = acct, user
       if role ~= "" then r.role = role end
-    else
-      r.user = r.login
+      break
     end
   end
+  r.user = r.user or r.login
   if r.user == "" then return nil, "no user name" end
   return r
 end
@@ -174,7 +175,7 @@ function M.parse(s, opts)
   local userinfo, after = rest:sub(1, at - 1), rest:sub(at + 1)
   if userinfo == "" then return bad("no user name before '@'") end
   local login, why = parse_userinfo(userinfo)
-  if not login then return bad(why) end
+  if not login then return bad(why, why:find("%3A", 1, true)) end
 
   local hostport, tail = after:match("^([^/?]*)(.*)$")
   local host, portpart
@@ -228,8 +229,8 @@ end
 -- format(u[, {password = true}]) -> URI string; the password is masked unless asked for.
 function M.format(u, opts)
   local login = u.login or (u.account and (u.account .. "#" .. (u.user or ""))) or u.user or ""
-  -- keep the login's own ':' / '#' separators readable
-  local userinfo = login:gsub("[^:#]+", encode)
+  -- keep the login's '#' separators readable; a ':' in it is written %3A
+  local userinfo = login:gsub("[^#]+", encode)
   if u.password ~= nil then
     userinfo = userinfo .. ":" .. ((opts and opts.password) and encode(u.password) or MASK)
   end
