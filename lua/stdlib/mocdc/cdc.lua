@@ -14,6 +14,7 @@ local copy = require("mocdc.copy")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local position = require("mocdc.position")
+local schema = require("mocdc.schema")
 local snapshot = require("mocdc.source.snapshot")
 local stream = require("mocdc.stream")
 local util = require("mocdc.util.lib")
@@ -100,18 +101,6 @@ end
 function M.ddl_targets(sql, default_db)
   local s = sql:gsub("/%*.-%*/", " "):gsub("^%s+", "")
   local up = s:upper()
-  local function name_at(str)
-    local a, b = str:match("^`([^`]+)`%s*%.%s*`([^`]+)`")
-    if a then return a, b end
-    a, b = str:match("^([%w_$]+)%s*%.%s*`([^`]+)`")
-    if a then return a, b end
-    a, b = str:match("^`([^`]+)`%s*%.%s*([%w_$]+)")
-    if a then return a, b end
-    a, b = str:match("^([%w_$]+)%.([%w_$]+)")
-    if a then return a, b end
-    a = str:match("^`([^`]+)`") or str:match("^([%w_$]+)")
-    return default_db, a
-  end
   local out = {}
   local verb, rest
   for _, v in ipairs({ "ALTER TABLE", "CREATE TABLE", "DROP TABLE", "TRUNCATE TABLE", "TRUNCATE", "RENAME TABLE",
@@ -123,21 +112,25 @@ function M.ddl_targets(sql, default_db)
     :gsub("^[Ii][Ff]%s+[Ee][Xx][Ii][Ss][Tt][Ss]%s+", "")
   local kind = verb:match("^(%u+)")
   if verb == "CREATE OR REPLACE TABLE" then kind = "CREATE" end
-  if kind == "DROP" then
-    for part in (rest .. ","):gmatch("%s*([^,]+),") do
-      local db, t = name_at(part:gsub("^%s+", ""))
-      if t then out[#out + 1] = { db = db, table = t, verb = "DROP" } end
-    end
-  elseif kind == "RENAME" then
-    for a, b in rest:gmatch("([^,]-)%s+[Tt][Oo]%s+([^,]+)") do
-      local db, t = name_at(a:gsub("^%s+", ""))
-      local db2, t2 = name_at(b:gsub("^%s+", ""))
-      out[#out + 1] = { db = db, table = t, verb = "RENAME", to_db = db2, to_table = t2 }
+  if kind == "DROP" or kind == "RENAME" then
+    -- DROP TABLE a, b / RENAME TABLE a TO b, c TO d
+    while true do
+      local db, t, after = schema.read_qname(rest, default_db)
+      if not t then break end
+      local x = { db = db, table = t, verb = kind }
+      if kind == "RENAME" then
+        local to = after:match("^%s+[Tt][Oo]%s+(.*)$")
+        if not to then break end
+        x.to_db, x.to_table, after = schema.read_qname(to, default_db)
+        if not x.to_table then break end
+      end
+      out[#out + 1] = x
+      rest = after:match("^%s*,(.*)$")
+      if not rest then break end
     end
   else
-    local db, t = name_at(rest)
-    local after = rest:match("^`[^`]+`%s*%.%s*`[^`]+`(.*)$") or rest:match("^[%w_$`.]+(.*)$") or ""
-    out[#out + 1] = { db = db, table = t, verb = kind, rest = after }
+    local db, t, after = schema.read_qname(rest, default_db)
+    out[#out + 1] = { db = db, table = t, verb = kind, rest = after or "" }
   end
   return out, kind
 end
@@ -429,7 +422,6 @@ function Runner:handle_ddl(ev, cur)
       "set mergeSchema = \"true\" in save.append options to apply them to the sink, or re-run with a full copy",
       first.db, first.table, where, (ev.sql or ""):gsub("%s+", " "):sub(1, 200)))
   end
-  local schema = require("mocdc.schema")
   for _, x in ipairs(hit) do
     local t = self.by_name[x.db .. "\0" .. x.table]
     local dst = schema.qname(t.dst_db, t.dst_table)

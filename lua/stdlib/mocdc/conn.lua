@@ -123,9 +123,7 @@ local function setup_session(c, charset, role)
   return true
 end
 
-local function quote_ident(name)
-  return "`" .. name:gsub("`", "``") .. "`"
-end
+local quote_ident = require("mocdc.sqlbuild").quote_ident -- the one quoting rule
 
 -- The LOAD DATA statement for load_from(): `tbl` is already quoted
 -- (`db`.`t`), `columns` the array stream() returned ({name=, class=}).

@@ -1,6 +1,7 @@
 -- Table metadata over a MySQL-protocol connection: columns, keys, DDL, and
 -- the comparison that refuses a sink table whose columns differ.
 local errors = require("mocdc.errors")
+local sqlbuild = require("mocdc.sqlbuild")
 local M = {}
 
 M.SYSTEM_DBS = {
@@ -24,8 +25,40 @@ function M.class_of(data_type)
   return "str"
 end
 
-function M.qi(name) return "`" .. tostring(name):gsub("`", "``") .. "`" end
+-- The one quoting rule (host/sqlbuild.c's): `na``me`.
+function M.qi(name) return sqlbuild.quote_ident(tostring(name)) end
 function M.qname(db, t) return M.qi(db) .. "." .. M.qi(t) end
+
+-- Its inverse: the identifier at the start of s (after spaces), `quoted` (``
+-- is one backtick) or bare. Returns name, rest of s; nil when there is none.
+function M.read_ident(s)
+  s = s:gsub("^%s+", "")
+  if s:sub(1, 1) ~= "`" then
+    local name = s:match("^[%w_$\128-\255]+")
+    if not name then return nil end
+    return name, s:sub(#name + 1)
+  end
+  local parts, i = {}, 2
+  while true do
+    local j = s:find("`", i, true)
+    if not j then return nil end
+    parts[#parts + 1] = s:sub(i, j - 1)
+    if s:sub(j + 1, j + 1) ~= "`" then return table.concat(parts, "`"), s:sub(j + 1) end
+    i = j + 2
+  end
+end
+
+-- db.table or table (db = default_db) at the start of s: db, table, rest | nil.
+function M.read_qname(s, default_db)
+  local a, rest = M.read_ident(s)
+  if not a then return nil end
+  local after_dot = rest:match("^%s*%.(.*)$")
+  if after_dot then
+    local b, rest2 = M.read_ident(after_dot)
+    if b then return a, b, rest2 end
+  end
+  return default_db, a, rest
+end
 
 local function q(c, sql)
   local rows, err, code = c:query(sql)
@@ -114,7 +147,10 @@ end
 -- DDL for the sink: the source's CREATE TABLE renamed to the target, IF NOT
 -- EXISTS, foreign keys stripped (the sink table is a copy, not a peer).
 function M.sink_ddl(create_sql, dst_db, dst_table, dialect)
-  local body = create_sql:gsub("^CREATE TABLE%s+`[^`]*`", "CREATE TABLE IF NOT EXISTS " .. M.qname(dst_db, dst_table), 1)
+  local rest = create_sql:match("^CREATE TABLE%s+(.*)$")
+  local _, _, after = M.read_qname(rest or "", nil)
+  if not after then errors.raise("cannot read the table name of: " .. create_sql:sub(1, 120)) end
+  local body = "CREATE TABLE IF NOT EXISTS " .. M.qname(dst_db, dst_table) .. after
   local lines = {}
   for line in (body .. "\n"):gmatch("(.-)\n") do
     if not line:find("FOREIGN KEY", 1, true) then lines[#lines + 1] = line end

@@ -252,11 +252,14 @@ function M.versioning(c, t)
     "' AND table_name = '" .. c:escape(t.src_table) .. "'")
   if type(rows) ~= "table" or not rows[1] or rows[1][1] ~= "SYSTEM VERSIONED" then return nil end
   local ddl = t.create_sql or schema.show_create(c, t.src_db, t.src_table)
-  local rs = ddl:match("`([^`]+)`[^\n]-GENERATED ALWAYS AS ROW START")
-  local re = ddl:match("`([^`]+)`[^\n]-GENERATED ALWAYS AS ROW END")
+  local rs, re, ls
+  for line in ddl:gmatch("[^\n]+") do
+    local name, rest = schema.read_ident(line)
+    if name and line:find("GENERATED ALWAYS AS ROW START", 1, true) then rs, ls = name, rest:match("^%s*(%w+)") end
+    if name and line:find("GENERATED ALWAYS AS ROW END", 1, true) then re = name end
+  end
   if rs and re then
     -- explicit columns: only timestamps (trx-id versioning is not a time)
-    local ls = ddl:match("`" .. rs:gsub("%p", "%%%0") .. "` ([%w]+)")
     if not ls or not ls:lower():match("^timestamp") then return nil end
     return { start = rs, stop = re }
   end
