@@ -262,7 +262,7 @@ static void read_image(lua_State *L, mocdc_batch *b, int idx, int named, const c
       v[c] = NULL;
       len[c] = 0;
     } else {
-      luaL_error(L, "bad value for column '%s': %s", b->names[c], luaL_typename(L, -1));
+      luaL_error(L, "column '%s' holds a %s", b->names[c], luaL_typename(L, -1));
     }
     lua_pop(L, 1);
   }

@@ -147,7 +147,7 @@ describe("mocdc.batch", function()
     assert.has_error(function() b:add("delete", nil, nil) end,
       "bad argument #2 to 'add' (update and delete need a before image)")
     assert.has_error(function() b:add("insert", nil, { {} }) end,
-      "bad value for column 'id': table")
+      "column 'id' holds a table")
     assert.has_error(function() b:get(1) end,
       "bad argument #1 to 'get' (row index out of range)")
     assert.equal(0, b:count())

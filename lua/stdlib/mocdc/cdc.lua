@@ -367,7 +367,10 @@ function Runner:transform_batch(t, b)
         t.src_label, op, e.msg))
     end
     if (before and nb == nil) or (after and na == nil) then ok = false end
-    if ok then out:add_named(op, nb, na) end
+    if ok then
+      local _, ob, oa = b:get_named(i) -- the transform may have changed before/after in place
+      copy.add_transformed(out, op, nb, na, t, op, oa or ob)
+    end
   end
   return out
 end

@@ -16,7 +16,7 @@ local util = require("mocdc.util.lib")
 
 local M = {}
 
-local function key_text(t, row)
+function M.key_text(t, row)
   local parts = {}
   for _, i in ipairs(t.key_idx) do
     local v = row[t.columns[i].name]
@@ -25,6 +25,20 @@ local function key_text(t, row)
     parts[#parts + 1] = t.columns[i].name .. "=" .. s
   end
   return #parts > 0 and ("(" .. table.concat(parts, ", ") .. ")") or "(no key)"
+end
+local key_text = M.key_text
+
+-- Add a change a transform produced to `out`; a value the batch refuses (a
+-- table, a boolean) is one line naming the source table, the change (`what`:
+-- row / insert / update / delete), its source key (`orig`, the row before the
+-- transform) and the column.
+function M.add_transformed(out, op, before, after, t, what, orig)
+  local ok, err = pcall(out.add_named, out, op, before, after)
+  if not ok then
+    errors.raise(string.format("transform output for %s %s %s does not fit sink table %s.%s: %s; " ..
+      "a transform must set columns to strings, numbers or nil", t.src_label, what, key_text(t, orig), t.dst_db,
+      t.dst_table, tostring(err)))
+  end
 end
 
 -- Key values are arbitrary bytes (a VARBINARY key need not be UTF-8): the
@@ -172,11 +186,8 @@ function M.copy_table(ctx, t)
                 e.where or "?", t.src_label, key_text(t, orig), e.msg))
             end
             if res ~= nil then
-              local okadd, aerr = pcall(outb.add_named, outb, "insert", nil, res)
-              if not okadd then
-                errors.raise(string.format("transform output for %s row %s does not fit sink table %s: %s",
-                  t.src_label, key_text(t, row), dst_label, tostring(aerr)))
-              end
+              local _, _, orig = inb:get_named(i)
+              M.add_transformed(outb, "insert", nil, res, t, "row", orig)
             end
           end
         end

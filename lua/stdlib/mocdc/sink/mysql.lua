@@ -39,7 +39,7 @@ function M.open(uri, opts)
     end
     limit = n
   end
-  self.max_sql = limit
+  self.max_sql, self.max_packet = limit, map
   local eh = opts.errorHandleOption or "stop"
   if eh ~= "stop" and eh ~= "ignore" then
     errors.raise(string.format("errorHandleOption '%s' must be stop or ignore", tostring(eh)), 2)
@@ -261,6 +261,12 @@ function Sink:load_chunk(cursor, t, max_rows)
   return rows, bytes, last_key
 end
 
+-- The builder refuses a row longer than max_sql (its message names the row).
+function Sink:too_long(t, err)
+  errors.raise(string.format("sink %s.%s: %s; raise maxSqlLength (save option; --max-sql-length for tasks) above " ..
+    "that, and the sink's max_allowed_packet (now %d) if it is smaller", t.dst_db, t.dst_table, err, self.max_packet))
+end
+
 -- Apply a batch (rows already in sink column order) with the SQL builder.
 function Sink:apply_batch(batch, t, mode)
   local opts = { table = schema.qname(t.dst_db, t.dst_table),
@@ -268,7 +274,7 @@ function Sink:apply_batch(batch, t, mode)
   local stmts, err = sqlbuild.build(batch, opts)
   if not stmts then
     if self.ignore and #opts.key > 0 then self:apply_one_by_one(t, batch, opts) return 0 end
-    errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err))
+    self:too_long(t, err)
   end
   self:reap()
   for _, sql in ipairs(stmts) do
@@ -306,7 +312,7 @@ function Sink:apply_changes(t, b)
   local stmts, err = sqlbuild.build(b, opts)
   if not stmts then
     if self.ignore and #key > 0 then return self:apply_one_by_one(t, b, opts) end
-    errors.raise(string.format("sink %s.%s: %s", t.dst_db, t.dst_table, err))
+    self:too_long(t, err)
   end
   self:reap()
   for i, sql in ipairs(stmts) do
