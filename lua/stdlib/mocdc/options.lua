@@ -14,4 +14,115 @@ function M.number(o, name, default, min)
   return n
 end
 
+
+-- Which engine honours which option. Every option a pipeline may give is listed
+-- here once, with the source kinds (snapshot, binlog, snapshot+duration,
+-- matrixone) whose engine reads it and the sink kinds (mysql, file) that honour
+-- it; M.check refuses anything else with one line, so no option is parsed and
+-- ignored. `at` says where it may be given: the load.* options ("source"), the
+-- save.append options ("sink"), or either ("both"; save.append's wins).
+-- spec/options_matrix_spec.lua walks this table; update both together.
+local ALL = { "snapshot", "binlog", "snapshot+duration", "matrixone" }
+local DIFF = { "snapshot+duration", "matrixone" }
+local SQL_SINK, ANY_SINK = { "mysql" }, { "mysql", "file" }
+
+local function opt(at, sources, sinks) return { at = at, sources = sources, sinks = sinks or ANY_SINK } end
+
+M.SUPPORTED = {
+  -- the source endpoint and the tables (every kind: source.snapshot opens it, mocdc.tables resolves them)
+  uri = opt("source", ALL), host = opt("source", ALL), port = opt("source", ALL), userName = opt("source", ALL),
+  user = opt("source", ALL), password = opt("both", ALL), readTimeout = opt("source", ALL),
+  connectTimeout = opt("source", ALL),
+  tables = opt("source", ALL), databases = opt("source", ALL), databaseNamePattern = opt("source", ALL),
+  tableNamePattern = opt("source", ALL), exclude = opt("source", ALL), level = opt("source", ALL),
+  idCols = opt("both", ALL), target = opt("both", ALL),
+  -- the full copy (every kind copies a table first)
+  chunkSize = opt("source", ALL), batchSize = opt("both", ALL),
+  snapshotLock = opt("source", { "snapshot", "binlog", "snapshot+duration" }),
+  -- the binlog stream
+  bingLogNamePrefix = opt("source", { "binlog" }), binlogIndex = opt("source", { "binlog" }),
+  binlogFile = opt("source", { "binlog" }), binlogFileOffset = opt("source", { "binlog" }),
+  startGtid = opt("source", { "binlog" }), gtid = opt("source", { "binlog" }),
+  noFull = opt("source", { "binlog" }),
+  startTs = opt("source", { "binlog" }), endTs = opt("source", { "binlog" }),
+  serverId = opt("source", { "binlog" }), heartbeat = opt("source", { "binlog" }),
+  heartbeatInterval = opt("source", { "binlog" }), maxTxnRows = opt("source", { "binlog" }),
+  flushInterval = opt("sink", { "binlog" }),
+  mergeSchema = opt("sink", { "binlog" }, SQL_SINK), -- the file sink has no DDL records yet (issue 10)
+  -- snapshot diffing (load.snapshot + duration, and the chunk fallback of load.matrixone)
+  duration = opt("both", { "binlog", "snapshot+duration", "matrixone" }), -- makes load.snapshot snapshot+duration
+  syncInterval = opt("both", DIFF, SQL_SINK),
+  gate = opt("both", DIFF, SQL_SINK), fullCheckInterval = opt("both", DIFF, SQL_SINK),
+  checksum = opt("both", DIFF, SQL_SINK), checksumParallel = opt("both", DIFF, SQL_SINK),
+  diffChunkRows = opt("both", DIFF, SQL_SINK), leafRows = opt("both", DIFF, SQL_SINK),
+  noKeyMaxRows = opt("both", DIFF, SQL_SINK),
+  versioned = opt("both", { "snapshot+duration" }, SQL_SINK),
+  updateColumn = opt("both", { "snapshot+duration" }, SQL_SINK),
+  updateColumnMaxKeys = opt("both", { "snapshot+duration" }, SQL_SINK),
+  changeScanMargin = opt("both", { "snapshot+duration" }, SQL_SINK),
+  -- MatrixOne
+  account = opt("source", { "matrixone" }), diff = opt("source", { "matrixone" }),
+  pitr = opt("source", { "matrixone" }), minPitrHours = opt("source", { "matrixone" }),
+  snapshotLevel = opt("source", { "matrixone" }), verifyInterval = opt("source", { "matrixone" }),
+  -- the sink
+  checkpointLocation = opt("sink", ALL), mode = opt("sink", ALL),
+  sinkType = opt("sink", ALL, SQL_SINK), dialect = opt("sink", ALL, SQL_SINK),
+  maxSqlLength = opt("sink", ALL, SQL_SINK), sendSqlTimeout = opt("sink", ALL, SQL_SINK),
+  loadData = opt("sink", ALL, SQL_SINK),
+  errorHandleOption = opt("sink", ALL, SQL_SINK), deadLetter = opt("sink", ALL, SQL_SINK),
+  onDeadLetter = opt("sink", ALL, SQL_SINK),
+}
+
+local function has(list, x)
+  for _, v in ipairs(list) do if v == x then return true end end
+  return false
+end
+
+-- The kind names the refusal uses.
+function M.source_kind(kind, has_interval)
+  if kind == "snapshot" and has_interval then return "snapshot+duration" end
+  return kind
+end
+
+function M.sink_kind(target)
+  local scheme = tostring(target):match("^(%a[%w+.-]*)://")
+  if scheme == "file" then return "file" end
+  if scheme == "mysql" or scheme == "matrixone" then return "mysql" end
+  return nil -- runner.open_sink refuses the scheme
+end
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t or {}) do ks[#ks + 1] = tostring(k) end
+  table.sort(ks)
+  return ks
+end
+
+-- check(src_kind, sink_kind, source_opts, sink_opts): raises (exit 2) on the
+-- first option, in name order, that this combination does not honour:
+-- "option X is not supported by <kind> source" / "... by <kind> sink".
+function M.check(src_kind, sink_kind, source_opts, sink_opts)
+  local function one(name, where)
+    local s = M.SUPPORTED[name]
+    if not s or (s.at ~= "both" and s.at ~= where) then
+      if where == "source" then
+        errors.raise(string.format("option %s is not supported by %s source", name, src_kind), 2)
+      end
+      errors.raise(string.format("option %s is not supported by %s sink", name, sink_kind or "this"), 2)
+    end
+    if not has(s.sources, src_kind) then
+      errors.raise(string.format("option %s is not supported by %s source", name, src_kind), 2)
+    end
+    if sink_kind and not has(s.sinks, sink_kind) then
+      errors.raise(string.format("option %s is not supported by %s sink", name, sink_kind), 2)
+    end
+  end
+  if sink_kind == "file" and has(DIFF, src_kind) then
+    errors.raise(string.format("the %s source needs a mysql:// sink: it reads the sink's rows as the previous state",
+      src_kind), 2)
+  end
+  for _, k in ipairs(sorted_keys(source_opts)) do one(k, "source") end
+  for _, k in ipairs(sorted_keys(sink_opts)) do one(k, "sink") end
+end
+
 return M

@@ -4,6 +4,7 @@ local checkpoint = require("mocdc.checkpoint")
 local copy = require("mocdc.copy")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
+local options = require("mocdc.options")
 local progress = require("mocdc.progress")
 local snapshot = require("mocdc.source.snapshot")
 local util = require("mocdc.util.lib")
@@ -74,8 +75,16 @@ function M.run_snapshot(job, ctx, run_opts)
   return err
 end
 
+-- Refuse, before anything is opened, an option the job's source or sink kind
+-- does not honour (mocdc.options.SUPPORTED).
+function M.check_options(job)
+  local kind = options.source_kind(job.stream.source.kind, require("mocdc.source.diff").interval(job) ~= nil)
+  options.check(kind, options.sink_kind(job.target), job.stream.source.opts, job.opts)
+end
+
 function M.run(ctx, run_opts)
   local results = {}
+  for _, job in ipairs(ctx.jobs) do M.check_options(job) end
   for _, job in ipairs(ctx.jobs) do
     local kind = job.stream.source.kind
     if kind == "snapshot" and require("mocdc.source.diff").interval(job) then
