@@ -21,7 +21,7 @@ local util = require("mocdc.util.lib")
 
 local M = {}
 
-local function truthy(v) return v == true or v == "true" or v == "1" or v == 1 or v == "yes" end
+local truthy = require("mocdc.options").truthy
 
 local function row_of(c, sql)
   local rows, err = c:query(sql)

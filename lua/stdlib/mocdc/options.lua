@@ -15,6 +15,9 @@ function M.number(o, name, default, min)
 end
 
 
+-- truthy(v): a boolean option given as true, "true", "1", 1 or "yes".
+function M.truthy(v) return v == true or v == "true" or v == "1" or v == 1 or v == "yes" end
+
 -- Which engine honours which option. Every option a pipeline may give is listed
 -- here once, with the source kinds (snapshot, binlog, snapshot+duration,
 -- matrixone) whose engine reads it and the sink kinds (mysql, file) that honour
@@ -43,7 +46,7 @@ M.SUPPORTED = {
   bingLogNamePrefix = opt("source", { "binlog" }), binlogIndex = opt("source", { "binlog" }),
   binlogFile = opt("source", { "binlog" }), binlogFileOffset = opt("source", { "binlog" }),
   startGtid = opt("source", { "binlog" }), gtid = opt("source", { "binlog" }),
-  noFull = opt("source", { "binlog" }),
+  noFull = opt("source", { "binlog", "matrixone" }),
   startTs = opt("source", { "binlog" }), endTs = opt("source", { "binlog" }),
   serverId = opt("source", { "binlog" }), heartbeat = opt("source", { "binlog" }),
   heartbeatInterval = opt("source", { "binlog" }), maxTxnRows = opt("source", { "binlog" }),

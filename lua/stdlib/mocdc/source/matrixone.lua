@@ -24,6 +24,7 @@ local copy = require("mocdc.copy")
 local diffsrc = require("mocdc.source.diff")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
+local options = require("mocdc.options")
 local progress = require("mocdc.progress")
 local schema = require("mocdc.schema")
 local util = require("mocdc.util.lib")
@@ -294,6 +295,7 @@ function M.run(job, ctx, run_opts)
     local prefix = sql.snapshot_prefix(ctx.name)
     local mode = so.diff or "branch" -- "branch" | "chunks"
     local verify = tonumber(so.verifyInterval) or 3600
+    local no_full = options.truthy(so.noFull)
     local counter = math.floor(util.now() * 1000)
     local iteration, summary = 0, nil
     while true do
@@ -311,7 +313,15 @@ function M.run(job, ctx, run_opts)
         -- verified: when the table was last compared as a whole (copy or chunk checksums)
         local info = { snapshot = snap, ts = ts, iteration = iteration, verified = position(wm).verified or 0 }
         t.src_ref = src:table_ref(t)
-        if not wm or wm.phase == "full" then
+        if not wm and no_full then
+          -- noFull: the user loaded the table; its changes are read from this snapshot on
+          info.verified = util.now()
+          sink:begin()
+          sink:set_watermark(t.src_label, t.dst_label, "mo", nil, info)
+          sink:commit()
+          log.info("no full copy of %s -> %s: changes from snapshot %s on", t.src_label, t.dst_label, snap)
+          summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = 0, seconds = 0, skipped = true }
+        elseif not wm or wm.phase == "full" then
           local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = info, final_phase = "mo" })
           local n, el = copy.copy_table(cctx, t)
           log.info("copied %s -> %s at snapshot %s: %s rows in %.2f s", t.src_label, t.dst_label, snap,
