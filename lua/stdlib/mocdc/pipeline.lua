@@ -11,8 +11,16 @@
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local stream = require("mocdc.stream")
+local uri = require("mocdc.uri")
 
 local M = {}
+
+-- The endpoints are checked while the script declares: a bad URI is a
+-- configuration error (exit 2), reported before anything connects.
+local function check_uri(role, s)
+  local u, err = uri.parse(s)
+  if not u then errors.raise((err:gsub("^invalid URI", "invalid " .. role .. " URI")), 2) end
+end
 
 local function sources(ctx)
   local load = {}
@@ -23,6 +31,12 @@ local function sources(ctx)
       end
       local o = {}
       for k, v in pairs(opts) do o[k] = v end
+      if o.uri == nil and o.host == nil then
+        errors.raise(string.format("load.%s: give uri = \"mysql://user:password@host:port\" or " ..
+          "host/port/userName/password", kind), 2)
+      end
+      local s = o.uri or require("mocdc.source.snapshot").source_uri(o)
+      if type(s) == "string" then check_uri("source", s) end
       return stream.new({ kind = kind, opts = o })
     end
   end
@@ -43,6 +57,8 @@ local function sinks(ctx)
     if type(target) ~= "string" or target == "" then
       error("save.append: second argument must be the sink URI, e.g. \"mysql://user:pw@host:3306\"", 2)
     end
+    local scheme = target:match("^(%a[%w+.-]*)://")
+    if scheme and (scheme:lower() == "mysql" or scheme:lower() == "matrixone") then check_uri("sink", target) end
     local o = {}
     for k, v in pairs(opts or {}) do o[k] = v end
     if o.mode and tostring(o.mode):lower() ~= "append" then

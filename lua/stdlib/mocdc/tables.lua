@@ -19,7 +19,7 @@ end
 
 local function compile(opt, pattern)
   local re, err = regex.compile(pattern)
-  if not re then errors.raise(string.format("%s: %s", opt, err)) end
+  if not re then errors.raise(string.format("%s: %s", opt, err), 2) end
   return re
 end
 
@@ -36,13 +36,13 @@ function M.parse_tables(spec)
     src = src or entry
     local sdb, st = src:match("^([^.]+)%.(.+)$")
     if not sdb then
-      errors.raise(string.format("tables: '%s' is not db.table (expected \"db.t:db2.t2,...\")", entry))
+      errors.raise(string.format("tables: '%s' is not db.table (expected \"db.t:db2.t2,...\")", entry), 2)
     end
     local ddb, dt = sdb, st
     if dst then
       ddb, dt = dst:match("^([^.]+)%.(.+)$")
       if not ddb then
-        errors.raise(string.format("tables: target '%s' is not db.table (expected \"db.t:db2.t2,...\")", dst))
+        errors.raise(string.format("tables: target '%s' is not db.table (expected \"db.t:db2.t2,...\")", dst), 2)
       end
     end
     rules[#rules + 1] = { src_db = sdb, src_table = st, dst_db = ddb, dst_table = dt, entry = entry }
@@ -95,7 +95,7 @@ function M.resolve(c, o, label)
   local function dst_of(db, t, ddb, dt)
     if target then
       local tdb, tt = fill(target, db, t):match("^([^.]+)%.(.+)$")
-      if not tdb then errors.raise(string.format("target '%s' is not db.table", target)) end
+      if not tdb then errors.raise(string.format("target '%s' is not db.table", target), 2) end
       return tdb, tt
     end
     return ddb or db, dt or t
@@ -113,14 +113,14 @@ function M.resolve(c, o, label)
       end
       if not matched then
         errors.raise(string.format("source table %s.%s does not exist on %s (check tables = \"%s\")",
-          r.src_db, r.src_table, label or "the source", o.tables))
+          r.src_db, r.src_table, label or "the source", o.tables), 2)
       end
     end
   elseif o.databases and o.databases ~= "" then
     for _, r in ipairs(M.parse_databases(o.databases)) do
       if not schema.database_exists(c, r.src_db) then
         errors.raise(string.format("source database %s does not exist on %s (check databases = \"%s\")",
-          r.src_db, label or "the source", o.databases))
+          r.src_db, label or "the source", o.databases), 2)
       end
       for _, t in ipairs(all) do
         if t.db == r.src_db and (not f.table or f.table:full_match(t.table)) then
@@ -138,7 +138,7 @@ function M.resolve(c, o, label)
   if #out == 0 then
     errors.raise(string.format("no source table on %s matches the selection%s", label or "the source",
       o.databaseNamePattern and (" (databaseNamePattern=" .. o.databaseNamePattern ..
-        ", tableNamePattern=" .. tostring(o.tableNamePattern) .. ")") or ""))
+        ", tableNamePattern=" .. tostring(o.tableNamePattern) .. ")") or ""), 2)
   end
   return out
 end
