@@ -117,16 +117,27 @@ mdb.describe("full copy (issue 2)", function()
     local args = { "run", "pipelines/full_copy.lua", "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri,
       "--set", "tables=big.t", "--set", "chunk_size=2000", "--set", "checkpoint=" .. home .. "/big" }
     local log = home .. "/big.log"
-    local kills = 0
-    for _ = 1, 3 do
-      local pid = cli.spawn(args, log, { env = { MOCDC_HOME = home } })
-      os.execute("sleep 0." .. math.random(2, 6))
-      if cli.alive(pid) then
-        require("mocdc.util.lib").kill(pid, 9)
-        kills = kills + 1
-      end
-      cli.wait(pid, 10)
+    local function sink_count()
+      return tonumber(sink:rows("SELECT COUNT(*) FROM big.t")[1][1])
     end
+    -- each life is killed only after it committed a chunk (progress), and before the copy is
+    -- done: the sink has some but not all rows at every kill
+    local before = 0
+    for life = 1, 3 do
+      local pid = cli.spawn(args, log, { env = { MOCDC_HOME = home } })
+      local ok, err = pcall(cli.eventually, function() return sink_count() > before end, 30,
+        "life " .. life .. " to commit a chunk")
+      require("mocdc.util.lib").kill(pid, 9)
+      assert(cli.wait(pid, 10), "mocdc still running after SIGKILL")
+      assert(ok, err)
+      local n = sink_count()
+      assert.is_true(n > before and n < 200000,
+        string.format("kill %d landed mid-copy: sink had %d rows (before: %d, all: 200000)", life, n, before))
+      before = n
+    end
+    -- the later lives resumed after a key, not from the start
+    local _, resumed = (io.open(log):read("*a")):gsub("big.t %-> big.t: resuming full copy after key", "")
+    assert.equals(2, resumed)
     local rc, _, err = cli.run(args, { env = { MOCDC_HOME = home } })
     assert.equals(0, rc, err)
     local a = src:rows("SELECT COUNT(*), SUM(CRC32(CONCAT(id, v, n))) FROM big.t")
