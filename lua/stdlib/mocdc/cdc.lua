@@ -135,6 +135,50 @@ function M.ddl_targets(sql, default_db)
   return out, kind
 end
 
+-- The tables a DML statement logged in STATEMENT format writes: list of
+-- {db, table}, or nil for the multi-table UPDATE / DELETE forms (the caller
+-- then takes every table the statement mentions).
+function M.dml_targets(sql, default_db)
+  local s = sql:gsub("/%*.-%*/", " ")
+  local verb, rest = s:match("^%s*(%a+)%s+(.*)$")
+  if not verb then return nil end
+  verb = verb:upper()
+  local function skip(words)
+    while true do
+      local w, after = rest:match("^%s*([%a_]+)%s+(.*)$")
+      if not w or not words[w:upper()] then return end
+      rest = after
+    end
+  end
+  if verb == "LOAD" then
+    rest = rest:match("[Ii][Nn][Tt][Oo]%s+[Tt][Aa][Bb][Ll][Ee]%s+(.*)$")
+    if not rest then return nil end
+  elseif verb == "INSERT" or verb == "REPLACE" then
+    skip({ LOW_PRIORITY = 1, DELAYED = 1, HIGH_PRIORITY = 1, IGNORE = 1, INTO = 1 })
+  elseif verb == "UPDATE" then
+    skip({ LOW_PRIORITY = 1, IGNORE = 1 })
+  elseif verb == "DELETE" then
+    skip({ LOW_PRIORITY = 1, QUICK = 1, IGNORE = 1 })
+    local from = rest:match("^[Ff][Rr][Oo][Mm]%s+(.*)$")
+    if not from then return nil end -- DELETE t1, t2 FROM ...
+    rest = from
+  else
+    return nil
+  end
+  local db, t, after = schema.read_qname(rest, default_db)
+  if not t then return nil end
+  if verb == "UPDATE" then
+    -- single-table: [[AS] alias] SET
+    local a = after:gsub("^%s+[Aa][Ss]%s+", " ")
+    local w = a:match("^%s*([%a_]+)")
+    if w and w:upper() ~= "SET" then w = a:match("^%s*[%w_$]+%s+([%a_]+)") end
+    if not w or w:upper() ~= "SET" then return nil end
+  elseif verb == "DELETE" and (after:match("^%s*,") or after:match("^%s+[Uu][Ss][Ii][Nn][Gg]%s")) then
+    return nil
+  end
+  return { { db = db, table = t } }
+end
+
 local Runner = {}
 Runner.__index = Runner
 
@@ -255,17 +299,49 @@ end
 -- transient error) is stopped with its watermark frozen; the open sink
 -- transaction is rolled back and the stream restarts from the last committed
 -- position for the other tables, so none of their changes is lost.
-function Runner:table_failed(t, e)
+function Runner:table_failed(t, e) return self:tables_failed({ t }, e) end
+
+function Runner:tables_failed(list, e)
   if errors.retryable(e) then error(e, 0) end
   local active = 0
   for _, x in ipairs(self.tables) do if not x.failed then active = active + 1 end end
-  if active <= 1 then error(e, 0) end
+  if active <= #list then error(e, 0) end
   self.sink:rollback()
   self.in_txn, self.mid_txn = false, false
-  t.failed = errors.message(e)
-  log.error("table %s stopped (the other tables go on): %s", t.src_label, t.failed)
-  if self.ctx.on_table_error then self.ctx.on_table_error(t, t.failed) end
+  for _, t in ipairs(list) do
+    t.failed = errors.message(e)
+    log.error("table %s stopped (the other tables go on): %s", t.src_label, t.failed)
+    if self.ctx.on_table_error then self.ctx.on_table_error(t, t.failed) end
+  end
   error({ restart_stream = true }, 0)
+end
+
+-- A DML statement logged in STATEMENT format: its rows are not in the binlog.
+-- It stops the synced tables it writes (those whose watermark it is past);
+-- one on a table the pipeline does not sync is passed over.
+function Runner:statement(ev, cur, txn_start)
+  local targets = M.dml_targets(ev.sql or "", ev.db)
+  local hit = {}
+  for _, t in ipairs(self.tables) do
+    local writes = false
+    if targets then
+      for _, x in ipairs(targets) do writes = writes or (x.db == t.src_db and x.table == t.src_table) end
+    else
+      -- multi-table forms: any mention of the table's name (quoted or bare) counts
+      local sql = ev.sql or ""
+      writes = sql:find(schema.qi(t.src_table), 1, true) ~= nil or
+        (" " .. sql .. " "):find("[^%w_$`]" .. t.src_table:gsub("%p", "%%%0") .. "[^%w_$`]") ~= nil
+    end
+    if writes and not t.failed and position.compare(txn_start, t.pos) >= 0 then hit[#hit + 1] = t end
+  end
+  if #hit == 0 then return end
+  local names = {}
+  for i, t in ipairs(hit) do names[i] = t.src_label end
+  names = table.concat(names, ", ")
+  self:tables_failed(hit, errors.new(string.format("source %s logged a DML statement on %s in STATEMENT format at " ..
+    "%s:%s (\"%s\"); its rows cannot be replicated: keep binlog_format=ROW for every session " ..
+    "(SET GLOBAL binlog_format=ROW), then re-run with a full copy of %s", self.src.c.label, names, cur.file,
+    tostring(ev.pos), (ev.sql or ""):gsub("%s+", " "):sub(1, 120), names)))
 end
 
 -- Apply one batch of changes of table t inside the open sink transaction.
@@ -525,10 +601,8 @@ function Runner:stream_loop()
       end
       h:set_schema(ev.db, ev.table, cols)
     elseif et == "statement" then
-      local tt = ev.db and self.by_name and true
-      errors.raise(string.format("source %s logged a DML statement in STATEMENT format at %s:%s (\"%s\"); its rows cannot " ..
-        "be replicated: keep binlog_format=ROW for every session (SET GLOBAL binlog_format=ROW), then re-run with a full copy",
-        src.c.label, cur.file, tostring(ev.pos), (ev.sql or ""):sub(1, 120)))
+      if not (self.start_ts and ev.ts and ev.ts < self.start_ts) then self:statement(ev, cur, txn_start) end
+      if ev.pos then cur.pos = ev.pos end
     elseif et == "rollback" then
       if self.mid_txn then
         errors.raise(string.format("source %s logged a ROLLBACK after row changes at %s:%s (non-transactional tables?); " ..

@@ -6,9 +6,12 @@ local Err = {}
 Err.__index = Err
 Err.__tostring = function(e) return e.msg end
 
+-- new(msg[, code]): the error object raise() raises, to hand on first.
+function M.new(msg, code) return setmetatable({ msg = msg, code = code or 1 }, Err) end
+
 -- raise(msg[, code]): one line naming the culprit and what to do.
 function M.raise(msg, code)
-  error(setmetatable({ msg = msg, code = code or 1 }, Err), 0)
+  error(M.new(msg, code), 0)
 end
 
 function M.is(e) return getmetatable(e) == Err end
