@@ -1,0 +1,123 @@
+-- Issue 9: subscription fencing against a live but stale worker (README
+-- "Subscriptions": owner + lsn re-checked inside each downstream transaction).
+-- A worker is SIGSTOPped in the middle of an iteration (its rows written to
+-- the downstream, not committed), its lease runs out, the other worker takes
+-- the job over and completes the iteration; then the stale worker is resumed:
+-- its commit must be refused, so a keyless table does not get the inserts twice.
+local mdb = require("spec.helpers.mariadb")
+local cli = require("spec.support.cli")
+local util = require("mocdc.util.lib")
+local conn = require("mocdc.conn")
+
+local eventually = cli.eventually
+
+mdb.describe("subscriptions: a stale worker's commit is refused (issue 9)", function()
+  local up, down, dir
+  local workers = {}
+
+  setup(function()
+    up = mdb.start({ name = "fence-up" })
+    down = mdb.start({ name = "fence-down" })
+    dir = cli.tmpdir()
+  end)
+  teardown(function()
+    for _, pid in pairs(workers) do
+      if cli.alive(pid) then util.kill(pid, 18) util.kill(pid, 9) end
+    end
+    if os.getenv("MOCDC_TEST_KEEP") ~= "1" then os.execute("rm -rf " .. dir) end
+  end)
+
+  local function serve(owner)
+    local pid = cli.spawn({ "serve", "--state-uri", down.uri, "--owner-id", owner, "--lease", "3", "--scan-interval", "1" },
+      dir .. "/" .. owner .. ".log", { env = { MOCDC_HOME = dir } })
+    workers[owner] = pid
+    return pid
+  end
+
+  local function log_of(owner)
+    local f = io.open(dir .. "/" .. owner .. ".log")
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    return s
+  end
+
+  local function rows_of(srv, tbl)
+    return srv:rows("SELECT a, b, COUNT(*) FROM " .. tbl .. " GROUP BY a, b ORDER BY a, b")
+  end
+  local function same()
+    local a, b = rows_of(up, "fz.nk"), rows_of(down, "fz.nk")
+    if #a ~= #b then return false, #a .. " groups upstream, " .. #b .. " downstream" end
+    for i = 1, #a do
+      for j = 1, 3 do if a[i][j] ~= b[i][j] then return false, "group " .. i .. " differs" end end
+    end
+    return true
+  end
+  local function count(c, sql) return tonumber(assert(c:query(sql))[1][1]) end
+
+  it("SIGSTOP past the lease, another worker takes over, SIGCONT: the stale commit is rolled back", function()
+    up:sql("CREATE DATABASE fz")
+    up:sql([[CREATE TABLE fz.nk (a INT, b VARCHAR(20));
+      INSERT INTO fz.nk SELECT seq % 100, 'seed' FROM seq_1_to_5000;]], "fz")
+    local rc, _, err = cli.run({ "sql", "--sink-uri", down.uri, "CREATE SUBSCRIPTION fz_sub DATABASE fz FROM '" ..
+      up.uri .. "' SYNC_INTERVAL = 1" })
+    assert.equals(0, rc, err)
+    local pids = { A = serve("A"), B = serve("B") }
+    eventually(same, 30, "the first sync")
+
+    -- hold the workers' next INSERT into fz.nk on a table lock (reads go on)
+    local locker = assert(conn.open(down.uri))
+    assert(locker:exec("LOCK TABLES fz.nk READ"))
+    up:sql("INSERT INTO fz.nk SELECT seq, 'new' FROM seq_1_to_300", "fz")
+    local watch = assert(conn.open(down.uri))
+    local job = eventually(function()
+      local w = watch:query("SELECT COUNT(*) FROM information_schema.processlist WHERE command = 'Query' AND " ..
+        "state = 'Waiting for table metadata lock' AND info LIKE 'INSERT INTO `fz`.`nk`%'")
+      if tonumber(w[1][1]) ~= 1 then return nil end
+      local r = watch:query("SELECT job_id, cn_uuid, iteration_lsn FROM mocdc.mo_sync_tasks WHERE table_name = 'nk' " ..
+        "AND iteration_state = 'running'")
+      return r[1] and { id = r[1][1], owner = r[1][2], lsn = tonumber(r[1][3]) }
+    end, 30, "a worker's INSERT waiting for the table lock")
+    local stale, other = job.owner, job.owner == "A" and "B" or "A"
+    assert.is_truthy(pids[stale], "the job's owner is one of the workers: " .. tostring(stale))
+    assert.is_true(util.kill(pids[stale], 19)) -- SIGSTOP
+    assert(locker:exec("UNLOCK TABLES"))
+    locker:close()
+    -- the stale worker's rows are in the downstream, uncommitted
+    assert(watch:exec("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"))
+    eventually(function() return count(watch, "SELECT COUNT(*) FROM fz.nk") == 5300 end, 10,
+      "the stopped worker's INSERT executed")
+    assert.equals(5000, tonumber(down:rows("SELECT COUNT(*) FROM fz.nk")[1][1]))
+
+    -- its lease runs out; the other worker takes the job over and completes the iteration
+    eventually(function()
+      local r = down:rows("SELECT cn_uuid, iteration_lsn, iteration_state FROM mocdc.mo_sync_tasks WHERE job_id = " .. job.id)
+      return r[1][1] == other and tonumber(r[1][2]) > job.lsn and r[1][3] == "complete" and same()
+    end, 30, "the other worker completing the iteration")
+    assert.matches("subscription fz_sub: taking over fz.nk (lease expired)", log_of(other), 1, true)
+
+    -- resumed, the stale worker reaches its commit: refused inside the transaction
+    assert.is_true(util.kill(pids[stale], 18)) -- SIGCONT
+    local fenced = "subscription fz_sub: job " .. job.id .. " %(fz%.nk%) was taken over %(owner " .. other ..
+      ", lsn (%d+), state %a+%); this iteration is abandoned"
+    local committed = eventually(function()
+      local n = tonumber(down:rows("SELECT COUNT(*) FROM fz.nk")[1][1])
+      if n ~= 5300 or log_of(stale):match(fenced) then return n end
+    end, 30, "the stale worker's commit")
+    -- nothing applied twice: the downstream has the 300 new rows once (also uncommitted: nothing pending)
+    assert.equals(5300, committed)
+    assert.is_true(same())
+    assert.equals(5300, count(watch, "SELECT COUNT(*) FROM fz.nk"))
+    assert.is_true(tonumber(log_of(stale):match(fenced)) > job.lsn)
+    watch:close()
+
+    -- both keep working afterwards
+    up:sql("INSERT INTO fz.nk VALUES (7, 'later'), (7, 'later'); DELETE FROM fz.nk WHERE b = 'seed' AND a = 3 LIMIT 10",
+      "fz")
+    eventually(same, 30, "the next change")
+    for _, w in ipairs({ "A", "B" }) do
+      util.kill(pids[w], 15)
+      assert.is_true(cli.wait(pids[w], 20), "worker " .. w .. " stops on SIGTERM")
+    end
+    assert.equals("4990", down:rows("SELECT COUNT(*) FROM fz.nk WHERE b = 'seed'")[1][1])
+  end)
+end)
