@@ -212,7 +212,7 @@ function Runner:main()
     local list = src:tables()
     sink:ensure_watermark()
     for _, t in ipairs(list) do
-      t.wm = sink:read_watermark(t.src_label)
+      t.wm = sink:read_watermark(t.src_label, t.dst_db .. "." .. t.dst_table)
       copy.prepare(t, sink, job.stream.transforms, t.wm ~= nil and t.wm.phase == "cdc")
     end
     self.tables, self.by_name = list, {}

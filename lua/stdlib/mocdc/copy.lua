@@ -131,7 +131,7 @@ end
 function M.copy_table(ctx, t)
   local src, sink, store = ctx.src, ctx.sink, ctx.store
   local dst_label = t.dst_db .. "." .. t.dst_table
-  local wm = sink:read_watermark(t.src_label)
+  local wm = sink:read_watermark(t.src_label, dst_label)
   if wm and wm.phase ~= "full" then
     log.info("%s -> %s: already copied (watermark phase %s), skipping", t.src_label, dst_label, wm.phase)
     return 0, 0, true

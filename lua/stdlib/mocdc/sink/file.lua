@@ -67,13 +67,21 @@ function Sink:prepare_table(t)
   t.dst_columns = t.columns
 end
 
-function Sink:read_watermark(source_table)
-  local v = self.store:get("wm/" .. source_table)
-  return v and cjson.decode(v) or nil
+-- Watermarks per (source table, sink table), like the mysql sink's rows; a
+-- "wm/<source>" key of earlier versions counts for the sink table it names.
+local function wm_key(source_table, sink_table) return "wm/" .. source_table .. " -> " .. sink_table end
+
+function Sink:read_watermark(source_table, sink_table)
+  local v = self.store:get(wm_key(source_table, sink_table))
+  if v then return cjson.decode(v) end
+  v = self.store:get("wm/" .. source_table)
+  local old = v and cjson.decode(v)
+  if old and old.sink_table == sink_table then return old end
+  return nil
 end
 
 function Sink:set_watermark(source_table, sink_table, phase, full_key, pos)
-  self.pending["wm/" .. source_table] = cjson.encode({ phase = phase, full_key = full_key, position = pos,
+  self.pending[wm_key(source_table, sink_table)] = cjson.encode({ phase = phase, full_key = full_key, position = pos,
     sink_table = sink_table })
 end
 

@@ -123,27 +123,43 @@ function Sink:query(sql, what)
   return rows
 end
 
+-- One watermark row per (pipeline, source table, sink table): a stream given
+-- a new target has no watermark for it and copies it in full. Earlier versions
+-- keyed the rows by (pipeline, source_table) only; their rows already name the
+-- sink table they were written for, so widening the key keeps them valid for
+-- that target (and only for it).
 function Sink:ensure_watermark()
   if self.wm_ready then return end
+  local wm = schema.qname(self.wm_db, "watermark")
   self:exec("CREATE DATABASE IF NOT EXISTS " .. schema.qi(self.wm_db), "creating the watermark database")
-  self:exec("CREATE TABLE IF NOT EXISTS " .. schema.qname(self.wm_db, "watermark") .. [[ (
+  self:exec("CREATE TABLE IF NOT EXISTS " .. wm .. [[ (
   pipeline VARCHAR(128) NOT NULL,
-  source_table VARCHAR(400) NOT NULL,
-  sink_table VARCHAR(400) NOT NULL,
+  source_table VARCHAR(256) NOT NULL,
+  sink_table VARCHAR(256) NOT NULL,
   phase VARCHAR(16) NOT NULL,
   full_key TEXT NULL,
   position TEXT NULL,
   updated_at DATETIME(6) NOT NULL,
-  PRIMARY KEY (pipeline, source_table))]], "creating the watermark table")
+  PRIMARY KEY (pipeline, source_table, sink_table))]], "creating the watermark table")
+  local key = schema.primary_key(self.c, self.wm_db, "watermark")
+  if #key == 2 then
+    -- (VARCHAR(256): the three-column key fits InnoDB's 3072 bytes in utf8mb4; names are <= 129 characters)
+    self:exec("ALTER TABLE " .. wm .. " MODIFY source_table VARCHAR(256) NOT NULL, MODIFY sink_table VARCHAR(256) NOT NULL, " ..
+      "DROP PRIMARY KEY, ADD PRIMARY KEY (pipeline, source_table, sink_table)",
+      "adding sink_table to the key of " .. self.wm_db .. ".watermark")
+    log.info("watermark table %s.watermark: rows are now per (pipeline, source table, sink table)", self.wm_db)
+  end
   self.wm_ready = true
 end
 
--- The watermark row of one source table, or nil.
-function Sink:read_watermark(source_table)
+-- The watermark row of one source table written to one sink table, or nil.
+function Sink:read_watermark(source_table, sink_table)
+  assert(sink_table, "internal: read_watermark needs the sink table")
   self:ensure_watermark()
   local rows = self:query("SELECT phase, full_key, position, sink_table FROM " ..
     schema.qname(self.wm_db, "watermark") .. " WHERE pipeline = '" .. self.c:escape(self.pipeline) ..
-    "' AND source_table = '" .. self.c:escape(source_table) .. "'", "reading the watermark")
+    "' AND source_table = '" .. self.c:escape(source_table) .. "' AND sink_table = '" ..
+    self.c:escape(sink_table) .. "'", "reading the watermark")
   local r = rows[1]
   if not r then return nil end
   local function dec(v) if type(v) == "string" and v ~= "" then return cjson.decode(v) end end

@@ -988,7 +988,7 @@ function M.run(job, ctx, run_opts)
           errors.raise(string.format("source table %s changed its columns since the pipeline started; restart " ..
             "the pipeline (the sink table must be altered to match first)", t.src_label), 2)
         end
-        local wm = sink:read_watermark(t.src_label)
+        local wm = sink:read_watermark(t.src_label, t.dst_label)
         if not wm or wm.phase == "full" then
           local fresh = wm == nil
           local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = info, final_phase = "diff" })

@@ -308,7 +308,7 @@ function M.run(job, ctx, run_opts)
       summary = {}
       local keep = { [snap] = true }
       for _, t in ipairs(list) do
-        local wm = sink:read_watermark(t.src_label)
+        local wm = sink:read_watermark(t.src_label, t.dst_label)
         local prev = position(wm).snapshot
         -- verified: when the table was last compared as a whole (copy or chunk checksums)
         local info = { snapshot = snap, ts = ts, iteration = iteration, verified = position(wm).verified or 0 }
@@ -389,7 +389,7 @@ function M.run(job, ctx, run_opts)
       end
       -- drop our snapshots no watermark needs any more
       for _, t in ipairs(list) do
-        local p = position(sink:read_watermark(t.src_label)).snapshot
+        local p = position(sink:read_watermark(t.src_label, t.dst_label)).snapshot
         if p then keep[p] = true end
       end
       for _, name in ipairs(src:list_snapshots(prefix)) do
