@@ -208,8 +208,7 @@ mdb.describe("full copy (issue 2)", function()
         "save.append(s:map(function(r)\n  if r.order_id == '3' then error('bad order ' .. r.order_id) end\n  return r\nend), " ..
         "var 'sink_uri', { checkpointLocation = '" .. home .. "/boom' })\n")
       f:close()
-      expect_fail({ "run", p, "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri,
-        "--set", "chunk_size=100000" },
+      expect_fail({ "run", p, "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri },
         "^mocdc: error: transform map at .*boom%.lua:2 failed on source_db%.orders row %(order_id=3%): .*boom%.lua:3: bad order 3")
     end)
     it("a full sink", function()

@@ -13,9 +13,10 @@ mdb.describe("transform and max-sql-length messages (issue 9 defect 11)", functi
     script = home .. "/bad_map.lua"
     local f = assert(io.open(script, "w"))
     f:write([[
+local bad_id, bad_col = var("bad_id", "none"), var("bad_col", "v")
 local s = load.binlog { uri = var("source_uri"), tables = "tm.t" }
 save.append(s:map(function(r)
-  if r.id == var("bad_id", "none") then r[var("bad_col", "v")] = { "not", "a", "value" } end
+  if r.id == bad_id then r[bad_col] = { "not", "a", "value" } end
   return r
 end), var("sink_uri"), { checkpointLocation = var("checkpoint"), maxSqlLength = vars.max_sql })
 ]])

@@ -90,7 +90,26 @@ function M.env(ctx)
     env[name] = _G[name]
   end
   env.cjson = require("cjson")
-  env.vars = ctx.vars
+  -- Which variables the script reads (var, set, vars.NAME; iterating vars
+  -- reads them all): a --set name it never reads is refused after it ran.
+  ctx.read = ctx.read or {}
+  local vars = setmetatable({}, {
+    __index = function(_, k) ctx.read[k] = true return ctx.vars[k] end,
+    __newindex = function(_, k, v) ctx.read[k] = true ctx.vars[k] = v end,
+  })
+  env.vars = vars
+  env.pairs = function(t)
+    if t == vars then ctx.read_all = true return next, ctx.vars, nil end
+    return pairs(t)
+  end
+  env.next = function(t, k)
+    if t == vars then ctx.read_all = true return next(ctx.vars, k) end
+    return next(t, k)
+  end
+  env.ipairs = function(t)
+    if t == vars then ctx.read_all = true return ipairs(ctx.vars) end
+    return ipairs(t)
+  end
   env.load = sources(ctx)
   env.save = sinks(ctx)
   env.log = log
@@ -98,11 +117,13 @@ function M.env(ctx)
   env.set = function(t)
     if type(t) ~= "table" then error("set expects a table: set { name = value }", 2) end
     for k, v in pairs(t) do
+      ctx.read[k] = true
       if ctx.cli_vars[k] == nil then ctx.vars[k] = v end
     end
   end
   -- var(name[, default]): a --set/set variable; missing without default is an error.
   env.var = function(name, default)
+    ctx.read[name] = true
     local v = ctx.vars[name]
     if v == nil then v = default end
     if v == nil then
@@ -132,6 +153,27 @@ function M.env(ctx)
   })
 end
 
+-- Refuse a --set name the script never read while it declared (a typo would
+-- otherwise fall back to the default silently). streamName names the pipeline.
+-- The values are never shown (one may be a password).
+function M.check_read(ctx)
+  if ctx.read_all then return end
+  local unknown = {}
+  for k in pairs(ctx.cli_vars) do
+    if not ctx.read[k] and k ~= "streamName" then unknown[#unknown + 1] = k end
+  end
+  if #unknown == 0 then return end
+  table.sort(unknown)
+  local known = { "streamName" }
+  for k in pairs(ctx.read) do
+    if k ~= "streamName" then known[#known + 1] = tostring(k) end
+  end
+  table.sort(known)
+  errors.raise(string.format("--set %s: %s never reads a variable '%s' (it reads: %s; a transform must read " ..
+    "its variables while the script declares: local x = var \"x\")", table.concat(unknown, ", "), ctx.path,
+    table.concat(unknown, "' or '"), table.concat(known, ", ")), 2)
+end
+
 -- Load and execute a pipeline script; returns ctx with the declared jobs.
 function M.declare(path, cli_vars)
   local chunk, err = loadfile(path)
@@ -149,6 +191,7 @@ function M.declare(path, cli_vars)
     if errors.is(e) then error(e, 0) end
     errors.raise(errors.message(e), 2)
   end
+  M.check_read(ctx)
   if #ctx.jobs == 0 then
     errors.raise(string.format("pipeline %s declares no save.append(...): nothing to do", path), 2)
   end
