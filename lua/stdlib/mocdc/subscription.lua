@@ -55,6 +55,8 @@ M.USAGE = [[
   CREATE SUBSCRIPTION name DATABASE db [TABLE t] FROM 'mysql://acc#user:pw@host:port' [SYNC_INTERVAL = seconds]
   SHOW SUBSCRIPTIONS
   DROP SUBSCRIPTION [IF EXISTS] name]]
+-- what an unknown statement is told (errors are one line; --help has the syntax)
+M.STATEMENTS = "CREATE SUBSCRIPTION, SHOW SUBSCRIPTIONS or DROP SUBSCRIPTION (mocdc sql --help shows their syntax)"
 
 -- Tokens: {k = "word"|"ident"|"string"|"number"|"op"|"eof", v = text, pos = 1-based offset}
 function M.tokenize(s)
@@ -130,7 +132,7 @@ end
 -- parse(sql) -> {kind = "create"|"show"|"drop", ...}; raises one clear line (code 2).
 function M.parse(s)
   if type(s) ~= "string" or s:match("^%s*$") then
-    errors.raise("no statement given; expected one of:\n" .. M.USAGE, 2)
+    errors.raise("no statement given: expected " .. M.STATEMENTS, 2)
   end
   local toks = M.tokenize(s)
   local p = 1
@@ -198,8 +200,8 @@ function M.parse(s)
     ast.name = name("a subscription name")
     finish()
   else
-    errors.raise(string.format("syntax error at position %d near %s: expected CREATE SUBSCRIPTION, SHOW SUBSCRIPTIONS " ..
-      "or DROP SUBSCRIPTION:\n%s", peek().pos, show_tok(peek()), M.USAGE), 2)
+    errors.raise(string.format("syntax error at position %d near %s: expected %s", peek().pos, show_tok(peek()),
+      M.STATEMENTS), 2)
   end
   return ast
 end
@@ -268,10 +270,14 @@ function M.ensure_schema(c)
   for _, s in ipairs(M.DDL) do must(c, s, "creating the subscription tables") end
 end
 
+-- A malformed URI is a usage error (exit 2); a downstream that refuses or
+-- does not answer is a runtime error (exit 1), as for mocdc run's sink.
 local function open_downstream(u, role)
   if not u or u == "" then errors.raise("give the downstream with --sink-uri mysql://user:pw@host:port", 2) end
-  local c, err = conn.open(u, { role = role or "downstream", password = os.getenv("MOCDC_SINK_PASSWORD") })
-  if not c then errors.raise(err, 2) end
+  local ok, perr = uri.parse(u)
+  if not ok then errors.raise((perr:gsub("^invalid URI", "invalid " .. (role or "downstream") .. " URI")), 2) end
+  local c, err, code = conn.open(u, { role = role or "downstream", password = os.getenv("MOCDC_SINK_PASSWORD") })
+  if not c then errors.raise(err, code) end
   return c
 end
 
