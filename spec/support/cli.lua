@@ -46,6 +46,32 @@ function M.spawn(args, logfile, o)
   return pid
 end
 
+-- spawn_rc(args, logfile[, o]): start in the background under a shell that
+-- records the exit status; returns pid and rc() (nil while it runs). A status
+-- of 128+N from a death by signal N is told apart from exit(130) by stderr.
+function M.spawn_rc(args, logfile, o)
+  o = o or {}
+  local parts = {}
+  for k, v in pairs(o.env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
+  parts[#parts + 1] = q(M.exe)
+  for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
+  local pidf, rcf = logfile .. ".pid", logfile .. ".rc"
+  os.remove(pidf)
+  os.remove(rcf)
+  local p = io.popen("sh -c " .. q(table.concat(parts, " ") .. " >>" .. q(logfile) .. " 2>&1 </dev/null & echo $! > " ..
+    q(pidf) .. "; wait $!; echo $? > " .. q(rcf)) .. " >/dev/null 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &")
+  p:close()
+  local function num(path)
+    local f = io.open(path)
+    if not f then return nil end
+    local v = tonumber(f:read("*a"))
+    f:close()
+    return v
+  end
+  local pid = M.eventually(function() return num(pidf) end, 10, "the pid of " .. tostring(args[1]))
+  return pid, function() return num(rcf) end
+end
+
 function M.alive(pid)
   return util.kill(pid, 0) ~= nil
 end

@@ -38,6 +38,8 @@ Environment:
 Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error, 130 interrupted.
 ]]
 
+local SIGNALS = { [2] = "SIGINT", [15] = "SIGTERM" }
+
 local function fail(msg, code)
   io.stderr:write("mocdc: error: ", log.mask(msg), "\n")
   return code or 1
@@ -88,6 +90,13 @@ local function cmd_run(args)
   return protected(function()
     local ctx = require("mocdc.pipeline").declare(file, vars)
     local results = require("mocdc.runner").run(ctx, opts)
+    -- a runner that stopped at a safe point on SIGINT/SIGTERM returns normally:
+    -- that run was still interrupted (exit 130), not done
+    local sig = require("mocdc.util.lib").stop_requested()
+    if sig then
+      errors.raise(string.format("interrupted by %s at a safe point; the next run continues from there",
+        SIGNALS[sig] or ("signal " .. tostring(sig))), 130)
+    end
     log.info("done; peak RSS %d MB", math.floor(require("mocdc.util.lib").peak_rss_kb() / 1024 + 0.5))
     for _, summary in ipairs(results) do
       for _, s in ipairs(summary) do
