@@ -30,6 +30,7 @@
 #include <mariadb_rpl.h>
 #include <ma_pvio.h>
 #include "batch.h"
+#include "connopts.h"
 #include "mocdc.h"
 
 #define BINLOG_MT "mocdc.binlog"
@@ -317,11 +318,13 @@ typedef struct {
   int blocking, eof;
   int mariadb;                 /* source is MariaDB (not MySQL) */
   char host[256];
+  char where[300];       /* host:port or the unix socket, in messages */
   char user[256];
   unsigned port;
   uint32_t server_id;
   char *deferred;              /* error to return after the pending batch */
   int deferred_errno;
+  int interrupted;             /* a read failed after SIGINT/SIGTERM: the stream ends at s->pos */
   tname *names[NAME_BUCKETS];
   tmap *maps[MAP_BUCKETS];
   int nmaps;
@@ -1353,28 +1356,28 @@ static void fetch_error(stream *s, unsigned err, const char *msg) {
   const char *f = s->file;
   unsigned long long pos = (unsigned long long)s->pos;
   if (err == 1227 || err == 1045 || err == 1142) {
-    snprintf(s->err, ERRLEN, "user '%s' may not read the binlog of source %s:%u: %s " GRANT_HINT, s->user, s->host,
-             s->port, msg);
+    snprintf(s->err, ERRLEN, "user '%s' may not read the binlog of source %s: %s " GRANT_HINT, s->user, s->where,
+             msg);
   } else if (err == 1236 && (strstr(msg, "Could not find first log file") || strstr(msg, "could not find first log"))) {
     snprintf(s->err, ERRLEN,
-             "binlog file '%s' is no longer on source %s:%u (purged?): the saved position %s:%llu cannot be "
-             "resumed; start over from a new snapshot (server said: %s)", f, s->host, s->port, f, pos, msg);
+             "binlog file '%s' is no longer on source %s (purged?): the saved position %s:%llu cannot be "
+             "resumed; start over from a new snapshot (server said: %s)", f, s->where, f, pos, msg);
   } else if (strstr(msg, "same server_uuid/server_id") || strstr(msg, "same server_id")) {
     snprintf(s->err, ERRLEN,
-             "another replica connected to source %s:%u with the same server_id %u, and the source dropped "
+             "another replica connected to source %s with the same server_id %u, and the source dropped "
              "this binlog stream; give every mocdc pipeline and replica a unique server_id (server said: %s)",
-             s->host, s->port, s->server_id, msg);
+             s->where, s->server_id, msg);
   } else if (err == 1236 && strstr(msg, "position > file size")) {
-    snprintf(s->err, ERRLEN, "position %llu is past the end of binlog file '%s' on source %s:%u (server said: %s)",
-             pos, f, s->host, s->port, msg);
+    snprintf(s->err, ERRLEN, "position %llu is past the end of binlog file '%s' on source %s (server said: %s)",
+             pos, f, s->where, msg);
   } else if (err == 1236) {
-    snprintf(s->err, ERRLEN, "source %s:%u stopped the binlog stream at %s:%llu: %s", s->host, s->port, f, pos, msg);
+    snprintf(s->err, ERRLEN, "source %s stopped the binlog stream at %s:%llu: %s", s->where, f, pos, msg);
   } else if (err == 2013 || err == 2006 || err == 2055) {
     snprintf(s->err, ERRLEN,
-             "lost the binlog connection to source %s:%u at %s:%llu: %s (if this repeats right after "
-             "connecting, another replica may be using server_id %u)", s->host, s->port, f, pos, msg, s->server_id);
+             "lost the binlog connection to source %s at %s:%llu: %s (if this repeats right after "
+             "connecting, another replica may be using server_id %u)", s->where, f, pos, msg, s->server_id);
   } else {
-    snprintf(s->err, ERRLEN, "binlog stream from source %s:%u failed at %s:%llu: %s", s->host, s->port, f, pos,
+    snprintf(s->err, ERRLEN, "binlog stream from source %s failed at %s:%llu: %s", s->where, f, pos,
              msg && *msg ? msg : "unknown error");
   }
 }
@@ -1397,15 +1400,15 @@ static int fetch(stream *s) {
   const uint8_t *raw = ev->raw_data;
   size_t ofs = ev->raw_data_ofs ? ev->raw_data_ofs : 1;   /* skip the OK byte */
   if (!raw || ev->raw_data_size < ofs + HDR_LEN) {
-    snprintf(s->err, ERRLEN, "short binlog packet from %s:%u at %s:%llu", s->host, s->port, s->file,
+    snprintf(s->err, ERRLEN, "short binlog packet from %s at %s:%llu", s->where, s->file,
              (unsigned long long)s->pos);
     return -1;
   }
   s->h = raw + ofs;
   s->evlen = le32(s->h + 9);
   if (s->evlen < HDR_LEN || s->evlen > ev->raw_data_size - ofs) {
-    snprintf(s->err, ERRLEN, "corrupt binlog event (length %u) from %s:%u at %s:%llu", s->evlen, s->host,
-             s->port, s->file, (unsigned long long)s->pos);
+    snprintf(s->err, ERRLEN, "corrupt binlog event (length %u) from %s at %s:%llu", s->evlen, s->where,
+             s->file, (unsigned long long)s->pos);
     return -1;
   }
   return 1;
@@ -1914,8 +1917,8 @@ static int process(lua_State *L, stream *s, size_t max_rows, size_t max_bytes) {
              "are not supported; set binlog_row_value_options='' on the source", s->file, (unsigned long long)s->pos);
     return -1;
   case INCIDENT_EVENT:
-    snprintf(s->err, ERRLEN, "source %s:%u logged an INCIDENT event at %s:%llu (changes may be missing from the "
-             "binlog there); resync the tables from a new snapshot", s->host, s->port, s->file,
+    snprintf(s->err, ERRLEN, "source %s logged an INCIDENT event at %s:%llu (changes may be missing from the "
+             "binlog there); resync the tables from a new snapshot", s->where, s->file,
              (unsigned long long)s->pos);
     return -1;
   case START_ENCRYPTION_EVENT:
@@ -1937,6 +1940,11 @@ static int l_next(lua_State *L) {
   if (max_bytes < 1) return luaL_argerror(L, 3, "max_bytes must be >= 1");
   if (s->deferred) {
     if (have_rows(s)) return push_rows(L, s);
+    if (s->interrupted && mocdc_stop_requested) {
+      new_event(L, "heartbeat", 2);   /* the caller stops at a safe point */
+      set_filepos(L, s);
+      return 1;
+    }
     snprintf(s->err, ERRLEN, "%s", s->deferred);
     return push_error(L, s);
   }
@@ -1957,6 +1965,22 @@ static int l_next(lua_State *L) {
       if (r == 0) {
         s->eof = 1;
         continue;
+      }
+      if (r < 0 && mocdc_stop_requested && s->deferred_errno) {
+        /* SIGINT/SIGTERM interrupted the read. Over TLS, Connector/C 3.3 then fails it
+         * ("Connection timed out": it waits read_timeout seconds as milliseconds, CONC
+         * PR #250); a plain socket retries. Either way the stream is not needed any more:
+         * report the stop like the check above; a later next() without the stop request
+         * fails as a lost connection (errno 2013, retried by the caller). */
+        snprintf(s->err, ERRLEN, "the binlog stream from source %s was interrupted by a signal at %s:%llu",
+                 s->where, s->file, (unsigned long long)s->pos);
+        s->deferred = strdup(s->err);
+        s->deferred_errno = 2013;
+        s->interrupted = 1;
+        if (have_rows(s)) return push_rows(L, s);
+        new_event(L, "heartbeat", 2);
+        set_filepos(L, s);
+        return 1;
       }
       if (r < 0) {
         s->deferred = strdup(s->err);
@@ -2139,7 +2163,7 @@ static int l_close(lua_State *L) {
 static int l_tostring(lua_State *L) {
   stream *s = check_stream(L, 1);
   if (!s->my) lua_pushstring(L, "mocdc.binlog (closed)");
-  else lua_pushfstring(L, "mocdc.binlog (%s:%d %s:%f)", s->host, (int)s->port, s->file, (double)s->pos);
+  else lua_pushfstring(L, "mocdc.binlog (%s %s:%f)", s->where, s->file, (double)s->pos);
   return 1;
 }
 
@@ -2180,52 +2204,59 @@ static int open_fail(lua_State *L, stream *s, const char *msg, unsigned err) {
   return mocdc_push_fail(L, buf, (int)err, NULL);
 }
 
+/* open{<the connect fields of connopts.h>, server_id, file, pos, gtid, heartbeat, blocking} */
 static int l_open(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  char host[256], user[256], password[256], file[256], gtid[1024];
-  opt_str(L, 1, "host", "127.0.0.1", host, sizeof host);
-  opt_str(L, 1, "user", "root", user, sizeof user);
-  int has_pw = opt_str(L, 1, "password", NULL, password, sizeof password);
+  mocdc_connopts co;
+  mocdc_connopts_read(L, 1, "binlog.open", &co);
+  if (!co.host) co.host = "127.0.0.1";
+  if (!co.user) co.user = "root";
+  if (!co.unix_socket) /* the defaults above, in messages too */
+    snprintf(co.who, sizeof co.who, "%s@%s:%ld", co.user, co.host, co.port);
+  char file[256], gtid[1024];
   int has_file = opt_str(L, 1, "file", NULL, file, sizeof file);
   int has_gtid = opt_str(L, 1, "gtid", NULL, gtid, sizeof gtid);
-  double port = opt_num(L, 1, "port", 3306);
   double server_id = opt_num(L, 1, "server_id", 0);
   double pos = opt_num(L, 1, "pos", 4);
   double heartbeat = opt_num(L, 1, "heartbeat", 1);
-  double connect_timeout = opt_num(L, 1, "connect_timeout", 10);
-  double read_timeout = opt_num(L, 1, "read_timeout", heartbeat > 0 ? (heartbeat * 3 < 30 ? 30 : heartbeat * 3) : 0);
+  /* an idle source sends a heartbeat every `heartbeat` s: a read timeout must outlast two */
+  long hb_floor = heartbeat > 0 ? (long)(heartbeat * 2) + 1 : 0;
+  if (co.connect_timeout <= 0) co.connect_timeout = 10;
+  if (co.read_timeout <= 0) co.read_timeout = heartbeat > 0 ? (heartbeat * 3 < 30 ? 30 : (long)(heartbeat * 3)) : 0;
+  else if (co.read_timeout < hb_floor) co.read_timeout = hb_floor;
   lua_getfield(L, 1, "blocking");
   int blocking = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (server_id < 1 || server_id > 4294967295.0)
     return luaL_error(L, "binlog.open: server_id must be a number in 1..4294967295, unique among the source's "
                          "replicas");
-  if (port < 1 || port > 65535) return luaL_error(L, "binlog.open: port must be in 1..65535");
+  if (co.port < 1 || co.port > 65535) return luaL_error(L, "binlog.open: port must be in 1..65535");
   if (pos < 4) pos = 4;
+  const char *host = co.unix_socket ? co.unix_socket : co.host;
+  const char *user = co.user;
+  char where[300]; /* host:port or the socket, in messages */
+  if (co.unix_socket) snprintf(where, sizeof where, "%s", co.unix_socket);
+  else snprintf(where, sizeof where, "%s:%ld", co.host, co.port);
 
   stream *s = lua_newuserdata(L, sizeof *s);
   memset(s, 0, sizeof *s);
   luaL_getmetatable(L, BINLOG_MT);
   lua_setmetatable(L, -2);
   snprintf(s->host, sizeof s->host, "%s", host);
+  snprintf(s->where, sizeof s->where, "%s", where);
   snprintf(s->user, sizeof s->user, "%s", user);
-  s->port = (unsigned)port;
+  s->port = (unsigned)co.port;
   s->server_id = (uint32_t)server_id;
   s->blocking = blocking;
   char msg[ERRLEN];
 
-  s->my = mysql_init(NULL);
+  s->my = mocdc_connopts_init(&co);
   if (!s->my) return open_fail(L, s, "out of memory", 0);
-  unsigned ct = (unsigned)(connect_timeout > 0 ? connect_timeout : 10);
-  mysql_optionsv(s->my, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
-  if (read_timeout > 0) {
-    unsigned rt = (unsigned)read_timeout;
-    mysql_optionsv(s->my, MYSQL_OPT_READ_TIMEOUT, &rt);
-  }
-  if (!mysql_real_connect(s->my, host, user, has_pw ? password : NULL, NULL, (unsigned)port, NULL, 0)) {
-    snprintf(msg, sizeof msg, "cannot connect to binlog source %s@%s:%u: %s", user, host, (unsigned)port,
-             mysql_error(s->my));
-    return open_fail(L, s, msg, mysql_errno(s->my));
+  char why[1200];
+  unsigned cerr = mocdc_connect(s->my, &co, why, sizeof why);
+  if (cerr) {
+    snprintf(msg, sizeof msg, "cannot connect to binlog source %s: %s", co.who, why);
+    return open_fail(L, s, msg, cerr);
   }
 
   /* the source must write full row images */
@@ -2233,7 +2264,7 @@ static int l_open(lua_State *L) {
                                  "@@global.binlog_checksum, @@global.server_id, @@version");
   MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
   if (!row) {
-    snprintf(msg, sizeof msg, "cannot read the binlog settings of source %s:%u: %s", host, (unsigned)port,
+    snprintf(msg, sizeof msg, "cannot read the binlog settings of source %s: %s", where,
              mysql_error(s->my));
     if (res) mysql_free_result(res);
     return open_fail(L, s, msg, mysql_errno(s->my));
@@ -2245,17 +2276,17 @@ static int l_open(lua_State *L) {
   s->mariadb = strstr(s->server_version, "MariaDB") != NULL;
   msg[0] = 0;
   if (strcmp(log_bin, "1") != 0 && strcasecmp(log_bin, "ON") != 0)
-    snprintf(msg, sizeof msg, "source %s:%u has log_bin=OFF; mocdc needs the binary log (log_bin=ON, "
-             "binlog_format=ROW and binlog_row_image=FULL in my.cnf, then restart the server)", host, (unsigned)port);
+    snprintf(msg, sizeof msg, "source %s has log_bin=OFF; mocdc needs the binary log (log_bin=ON, "
+             "binlog_format=ROW and binlog_row_image=FULL in my.cnf, then restart the server)", where);
   else if (strcasecmp(fmt, "ROW") != 0)
-    snprintf(msg, sizeof msg, "source %s:%u has binlog_format=%s; mocdc needs binlog_format=ROW "
-             "(SET GLOBAL binlog_format=ROW, or binlog_format=ROW in my.cnf)", host, (unsigned)port, fmt);
+    snprintf(msg, sizeof msg, "source %s has binlog_format=%s; mocdc needs binlog_format=ROW "
+             "(SET GLOBAL binlog_format=ROW, or binlog_format=ROW in my.cnf)", where, fmt);
   else if (strcasecmp(image, "FULL") != 0)
-    snprintf(msg, sizeof msg, "source %s:%u has binlog_row_image=%s; mocdc needs binlog_row_image=FULL "
-             "(SET GLOBAL binlog_row_image=FULL, or binlog_row_image=FULL in my.cnf)", host, (unsigned)port, image);
+    snprintf(msg, sizeof msg, "source %s has binlog_row_image=%s; mocdc needs binlog_row_image=FULL "
+             "(SET GLOBAL binlog_row_image=FULL, or binlog_row_image=FULL in my.cnf)", where, image);
   else if (src_id == (unsigned)server_id)
-    snprintf(msg, sizeof msg, "server_id %u is the server_id of source %s:%u itself; pick another server_id for "
-             "mocdc (unique among the source's replicas)", src_id, host, (unsigned)port);
+    snprintf(msg, sizeof msg, "server_id %u is the server_id of source %s itself; pick another server_id for "
+             "mocdc (unique among the source's replicas)", src_id, where);
   s->crc = strcasecmp(checksum, "NONE") != 0 && strcmp(checksum, "0") != 0 ? 4 : 0;
   mysql_free_result(res);
   if (msg[0]) return open_fail(L, s, msg, 0);
@@ -2273,11 +2304,11 @@ static int l_open(lua_State *L) {
     if (!row || !row[0]) {
       unsigned e = mysql_errno(s->my);
       if (e == 1227)
-        snprintf(msg, sizeof msg, "user '%s' may not read the binlog position of source %s:%u: %s " GRANT_HINT,
-                 user, host, (unsigned)port, mysql_error(s->my));
+        snprintf(msg, sizeof msg, "user '%s' may not read the binlog position of source %s: %s " GRANT_HINT,
+                 user, where, mysql_error(s->my));
       else
-        snprintf(msg, sizeof msg, "cannot read the current binlog position of source %s:%u (SHOW MASTER STATUS): %s",
-                 host, (unsigned)port, e ? mysql_error(s->my) : "no binlog");
+        snprintf(msg, sizeof msg, "cannot read the current binlog position of source %s (SHOW MASTER STATUS): %s",
+                 where, e ? mysql_error(s->my) : "no binlog");
       if (res) mysql_free_result(res);
       return open_fail(L, s, msg, mysql_errno(s->my));
     }
@@ -2300,14 +2331,14 @@ static int l_open(lua_State *L) {
       mysql_free_result(res);
       if (!found) {
         snprintf(msg, sizeof msg,
-                 "binlog file '%s' is no longer on source %s:%u (purged; the oldest binlog there is '%s'): the "
+                 "binlog file '%s' is no longer on source %s (purged; the oldest binlog there is '%s'): the "
                  "saved position %s:%.0f cannot be resumed; start over from a new snapshot",
-                 file, host, (unsigned)port, first[0] ? first : "none", file, pos);
+                 file, where, first[0] ? first : "none", file, pos);
         return open_fail(L, s, msg, 1236);
       }
       if (size && pos > (double)size) {
-        snprintf(msg, sizeof msg, "position %.0f is past the end of binlog file '%s' on source %s:%u (%llu bytes)",
-                 pos, file, host, (unsigned)port, size);
+        snprintf(msg, sizeof msg, "position %.0f is past the end of binlog file '%s' on source %s (%llu bytes)",
+                 pos, file, where, size);
         return open_fail(L, s, msg, 1236);
       }
     }
@@ -2317,7 +2348,7 @@ static int l_open(lua_State *L) {
   snprintf(sql, sizeof sql, "SET @master_binlog_checksum = @@global.binlog_checksum, @mariadb_slave_capability = 4"
            ", @master_heartbeat_period = %.0f", heartbeat > 0 ? heartbeat * 1e9 : 0);
   if (mysql_query(s->my, sql) != 0) {
-    snprintf(msg, sizeof msg, "cannot prepare the binlog stream on source %s:%u: %s", host, (unsigned)port,
+    snprintf(msg, sizeof msg, "cannot prepare the binlog stream on source %s: %s", where,
              mysql_error(s->my));
     return open_fail(L, s, msg, mysql_errno(s->my));
   }
@@ -2327,7 +2358,7 @@ static int l_open(lua_State *L) {
     snprintf(sql, sizeof sql, "SET @slave_connect_state = '%s', @slave_gtid_strict_mode = 0, "
              "@slave_gtid_ignore_duplicates = 0", esc);
     if (mysql_query(s->my, sql) != 0) {
-      snprintf(msg, sizeof msg, "cannot set the GTID start position on source %s:%u: %s", host, (unsigned)port,
+      snprintf(msg, sizeof msg, "cannot set the GTID start position on source %s: %s", where,
                mysql_error(s->my));
       return open_fail(L, s, msg, mysql_errno(s->my));
     }

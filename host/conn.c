@@ -31,6 +31,7 @@
 #include <mysql.h>
 #include <errmsg.h>
 #include "batch.h"
+#include "connopts.h"
 #include "mocdc.h"
 
 #define CONN_MT "mocdc.conn"
@@ -212,31 +213,6 @@ static mconn *ready_conn(lua_State *L, int idx, int *nret) {
   return c;
 }
 
-/* Field of the connect table: string or nil (anything else raises). */
-static const char *opt_str(lua_State *L, const char *k) {
-  lua_getfield(L, 1, k);
-  int t = lua_type(L, -1);
-  if (t != LUA_TNIL && t != LUA_TSTRING)
-    luaL_error(L, "connect: field '%s' must be a string, got %s", k, lua_typename(L, t));
-  const char *s = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lua_pop(L, 1); /* the string stays referenced by the table */
-  return s;
-}
-
-static long opt_num(lua_State *L, const char *k, long dflt) {
-  lua_getfield(L, 1, k);
-  long v = dflt;
-  if (!lua_isnil(L, -1)) {
-    if (!lua_isnumber(L, -1)) luaL_error(L, "connect: field '%s' must be a number", k);
-    double d = lua_tonumber(L, -1);
-    if (d < 0 || d > 2147483647.0) luaL_error(L, "connect: field '%s' is out of range", k);
-    v = (long)d;
-    if ((double)v < d) v++; /* timeouts round up: 0.5s is not "no timeout" */
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 static int opt_bool(lua_State *L, const char *k) {
   lua_getfield(L, 1, k);
   int v = lua_toboolean(L, -1);
@@ -249,149 +225,40 @@ static int infile_read(void *ptr, char *buf, unsigned int buflen);
 static void infile_end(void *ptr);
 static int infile_error(void *ptr, char *msg, unsigned int len);
 
-/* Connector/C 3.3 reports every failed TCP connect as "(115)" (EINPROGRESS of
- * its non-blocking connect). Probe once to get the real reason (refused,
- * unreachable, timed out). Returns errno, or 0 when the probe connected. */
-static int probe_tcp(const char *host, long port, long timeout_s) {
-  char ps[16];
-  snprintf(ps, sizeof ps, "%ld", port);
-  struct addrinfo hints, *ai = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_socktype = SOCK_STREAM;
-  int gai = getaddrinfo(host ? host : "127.0.0.1", ps, &hints, &ai);
-  if (gai != 0 || !ai) return 0;
-  int err = 0;
-  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    err = errno;
-  } else {
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      err = errno;
-      if (err == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        int r = poll(&pfd, 1, (int)(timeout_s > 0 ? timeout_s : 10) * 1000);
-        socklen_t len = sizeof err;
-        if (r == 0) err = ETIMEDOUT;
-        else if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-      }
-    }
-    close(fd);
-  }
-  freeaddrinfo(ai);
-  return err;
-}
-
 /* connect{host, port, user, password, database, unix_socket, charset, ssl_mode,
  * ssl_ca, ssl_cert, ssl_key, connect_timeout, read_timeout, write_timeout,
- * local_infile} -> conn | nil, msg, errno, sqlstate */
+ * local_infile} -> conn | nil, msg, errno, sqlstate
+ * Every field but local_infile is the shared opener's (connopts.c). */
 static int l_connect(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  const char *host = opt_str(L, "host");
-  const char *user = opt_str(L, "user");
-  const char *password = opt_str(L, "password");
-  const char *database = opt_str(L, "database");
-  const char *sock = opt_str(L, "unix_socket");
-  const char *charset = opt_str(L, "charset");
-  const char *ssl_mode = opt_str(L, "ssl_mode");
-  const char *ssl_ca = opt_str(L, "ssl_ca");
-  const char *ssl_cert = opt_str(L, "ssl_cert");
-  const char *ssl_key = opt_str(L, "ssl_key");
-  long port = opt_num(L, "port", 3306);
-  long connect_timeout = opt_num(L, "connect_timeout", 0);
-  long read_timeout = opt_num(L, "read_timeout", 0);
-  long write_timeout = opt_num(L, "write_timeout", 0);
+  mocdc_connopts o;
+  mocdc_connopts_read(L, 1, "connect", &o);
   int local_infile = opt_bool(L, "local_infile");
-  if (port < 0 || port > 65535) luaL_error(L, "connect: port %d is out of range", (int)port);
-  int mode = 0; /* 0 disable, 1 require, 2 verify_ca, 3 verify_identity */
-  if (ssl_mode) {
-    if (!strcmp(ssl_mode, "disable")) mode = 0;
-    else if (!strcmp(ssl_mode, "require")) mode = 1;
-    else if (!strcmp(ssl_mode, "verify_ca")) mode = 2;
-    else if (!strcmp(ssl_mode, "verify_identity")) mode = 3;
-    else luaL_error(L, "connect: ssl_mode must be disable, require, verify_ca or verify_identity, got '%s'", ssl_mode);
-  }
-  if (!charset) charset = "utf8mb4";
 
   mconn *c = (mconn *)lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
   luaL_getmetatable(L, CONN_MT);
   lua_setmetatable(L, -2);
-  if (sock && *sock)
-    snprintf(c->who, sizeof c->who, "%s@%s", user ? user : "", sock);
-  else
-    snprintf(c->who, sizeof c->who, "%s@%s:%ld", user ? user : "", host ? host : "localhost", port);
+  snprintf(c->who, sizeof c->who, "%s", o.who);
 
-  if (mode == 2 && !ssl_ca) {
-    lua_pushfstring(L, "cannot connect to %s: ssl-mode verify_ca needs ssl-ca (the CA certificate file)", c->who);
-    return mocdc_push_fail(L, lua_tostring(L, -1), CR_SSL_CONNECTION_ERROR, NULL);
-  }
-  c->my = mysql_init(NULL);
+  c->my = mocdc_connopts_init(&o);
   if (!c->my) return mocdc_push_fail(L, "out of memory (mysql_init)", CR_OUT_OF_MEMORY, NULL);
   MYSQL *my = c->my;
-  mysql_options(my, MYSQL_SET_CHARSET_NAME, charset);
-  unsigned int t;
-  if (!(sock && *sock)) { /* "localhost" means TCP here, as in a URI; sockets are explicit */
-    t = MYSQL_PROTOCOL_TCP;
-    mysql_options(my, MYSQL_OPT_PROTOCOL, &t);
-  }
-  if (connect_timeout > 0) { t = (unsigned)connect_timeout; mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &t); }
-  if (read_timeout > 0) { t = (unsigned)read_timeout; mysql_options(my, MYSQL_OPT_READ_TIMEOUT, &t); }
-  if (write_timeout > 0) { t = (unsigned)write_timeout; mysql_options(my, MYSQL_OPT_WRITE_TIMEOUT, &t); }
   /* Always explicit: Connector/C may default to accepting file requests. */
   unsigned int li = local_infile ? 1 : 0;
   mysql_options(my, MYSQL_OPT_LOCAL_INFILE, &li);
   c->local_infile = local_infile;
   if (local_infile) /* our handler serves only the load_from stream, never local files */
     mysql_set_local_infile_handler(my, infile_init, infile_read, infile_end, infile_error, c);
-  /* Connector/C 3.3: MYSQL_OPT_SSL_ENFORCE only *offers* TLS; "required" is
-   * checked after the handshake below. A CA makes it verify the chain
-   * (SSL_VERIFY_PEER); VERIFY_SERVER_CERT adds the host name check, which it
-   * only does with a CA file or path, so verify_identity falls back to the
-   * system CA directory. */
-  if (mode > 0) {
-    my_bool on = 1;
-    mysql_options(my, MYSQL_OPT_SSL_ENFORCE, &on);
-    if (ssl_ca) mysql_options(my, MYSQL_OPT_SSL_CA, ssl_ca);
-    if (mode == 3) {
-      mysql_options(my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &on);
-      if (!ssl_ca) mysql_options(my, MYSQL_OPT_SSL_CAPATH, "/etc/ssl/certs");
-    }
-  }
-  if (ssl_cert) mysql_options(my, MYSQL_OPT_SSL_CERT, ssl_cert);
-  if (ssl_key) mysql_options(my, MYSQL_OPT_SSL_KEY, ssl_key);
 
-  if (!mysql_real_connect(my, host, user, password, database, (unsigned)port,
-                          sock && *sock ? sock : NULL, 0)) {
-    unsigned int err = mysql_errno(my);
-    const char *msg = mysql_error(my);
-    size_t mlen = strlen(msg);
-    int sys = 0;
-    if ((err == CR_CONNECTION_ERROR || err == CR_CONN_HOST_ERROR) && !(sock && *sock) &&
-        mlen > 6 && !strcmp(msg + mlen - 6, " (115)"))
-      sys = probe_tcp(host, port, connect_timeout);
-    if (sys) {
-      lua_pushlstring(L, msg, mlen - 6);
-      lua_pushfstring(L, "cannot connect to %s: %s (%d \"%s\")", c->who, lua_tostring(L, -1), sys,
-                      strerror(sys));
-      lua_remove(L, -2);
-    } else {
-      lua_pushfstring(L, "cannot connect to %s: %s", c->who, msg);
-    }
-    lua_pushstring(L, mysql_sqlstate(my));
+  char msg[1200];
+  unsigned err = mocdc_connect(my, &o, msg, sizeof msg);
+  if (err) {
+    char sqlstate[6];
+    snprintf(sqlstate, sizeof sqlstate, "%s", mysql_errno(my) ? mysql_sqlstate(my) : "HY000");
     mysql_close(my);
     c->my = NULL;
-    lua_pushnil(L);
-    lua_pushvalue(L, -3);
-    lua_pushinteger(L, err);
-    lua_pushvalue(L, -4);
-    return 4;
-  }
-  if (mode > 0 && !mysql_get_ssl_cipher(my)) {
-    mysql_close(my);
-    c->my = NULL;
-    lua_pushfstring(L, "cannot connect to %s: ssl-mode %s needs TLS, but the server does not offer it",
-                    c->who, ssl_mode);
-    return mocdc_push_fail(L, lua_tostring(L, -1), CR_SSL_CONNECTION_ERROR, "HY000");
+    lua_pushfstring(L, "cannot connect to %s: %s", c->who, msg);
+    return mocdc_push_fail(L, lua_tostring(L, -1), (int)err, sqlstate);
   }
   return 1;
 }

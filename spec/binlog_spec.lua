@@ -124,7 +124,8 @@ describe("mocdc.binlog", function()
     assert.has_error(function() lib.open("x") end)
     assert.has_error(function() lib.open{ host = "127.0.0.1" } end,
       "binlog.open: server_id must be a number in 1..4294967295, unique among the source's replicas")
-    assert.has_error(function() lib.open{ server_id = 5, port = "x" } end, "binlog.open: port must be a number")
+    assert.has_error(function() lib.open{ server_id = 5, port = "x" } end,
+      "binlog.open: field 'port' must be a number")
     assert.has_error(function() binlog.open() end, "binlog.open: options table expected")
   end)
 

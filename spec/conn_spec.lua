@@ -40,7 +40,8 @@ describe("mocdc.conn.lib", function()
   end)
 
   it("verify_ca without a CA fails before connecting", function()
-    assert.are.same({ nil, "cannot connect to root@127.0.0.1:1: ssl-mode verify_ca needs ssl-ca (the CA certificate file)", 2026 },
+    assert.are.same({ nil, "cannot connect to root@127.0.0.1:1: ssl-mode verify_ca needs ssl-ca (the CA certificate file)", 2026,
+      "HY000" },
       { lib.connect{ host = "127.0.0.1", port = 1, user = "root", ssl_mode = "verify_ca" } })
   end)
 end)

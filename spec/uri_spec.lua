@@ -83,11 +83,21 @@ describe("mocdc.uri.parse", function()
 
   it("reads options with '-' or '_' spellings", function()
     local u = assert(uri.parse("mysql://root:pw@h:1/db?ssl-mode=VERIFY_CA&ssl_ca=/etc/ca%20x.pem" ..
-      "&ssl-cert=/c.pem&ssl-key=/k.pem&connect_timeout=3&read-timeout=30&write-timeout=40&charset=latin1"))
+      "&ssl-cert=/c.pem&ssl-key=/k.pem&connect_timeout=3&read-timeout=30&write-timeout=40&charset=latin1" ..
+      "&socket=/run/mysqld/mysqld.sock"))
     assert.are.same({
       ssl_mode = "verify_ca", ssl_ca = "/etc/ca x.pem", ssl_cert = "/c.pem", ssl_key = "/k.pem",
       connect_timeout = 3, read_timeout = 30, write_timeout = 40, charset = "latin1",
+      socket = "/run/mysqld/mysqld.sock",
     }, u.options)
+    -- the C opener's connect table (conn.lib.connect, binlog.lib.open) from the same options
+    local p = require("mocdc.conn").settings(u, { password = "pw2" })
+    assert.are.same({ host = "h", port = 1, user = "root", password = "pw2", database = "db",
+      unix_socket = "/run/mysqld/mysqld.sock", charset = "latin1", ssl_mode = "verify_ca", ssl_ca = "/etc/ca x.pem",
+      ssl_cert = "/c.pem", ssl_key = "/k.pem", connect_timeout = 3, read_timeout = 30, write_timeout = 40,
+      local_infile = false }, p)
+    assert.are.same({ nil, "invalid URI 'mysql://r:******@h?socket=mysqld.sock': option socket 'mysqld.sock' must " ..
+      "be an absolute path to the server's unix socket" }, { uri.parse("mysql://r:p@h?socket=mysqld.sock") })
     assert.are.equal("require", assert(uri.parse("mysql://r:p@h?ssl-mode=required")).options.ssl_mode)
     assert.are.equal("disable", assert(uri.parse("mysql://r:p@h?ssl_mode=DISABLED")).options.ssl_mode)
     assert.are.equal("verify_identity",
@@ -136,7 +146,7 @@ describe("mocdc.uri.parse", function()
       { "mysql://r:secret@h:1/a/b", "invalid URI 'mysql://r:******@h:1/a/b': database name 'a/b' contains '/'" .. EXPECTED },
       { "mysql://r:secret@h:1?sslmode=on",
         "invalid URI 'mysql://r:******@h:1?sslmode=on': unknown option 'sslmode' (known: ssl-mode, ssl-ca, " ..
-        "ssl-cert, ssl-key, connect-timeout, read-timeout, write-timeout, charset)" },
+        "ssl-cert, ssl-key, socket, connect-timeout, read-timeout, write-timeout, charset)" },
       { "mysql://r:secret@h:1?ssl-mode=preferred",
         "invalid URI 'mysql://r:******@h:1?ssl-mode=preferred': option ssl-mode 'preferred' must be " ..
         "disable, require, verify_ca or verify_identity" },

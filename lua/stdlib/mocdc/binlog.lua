@@ -52,8 +52,11 @@ local function default_server_id()
   return 4000000000 + (pid % 100000) * 10 + math.random(0, 9)
 end
 
--- open{host, port, user, password, server_id, file, pos, gtid, heartbeat (s, default 1),
---      blocking (default true), connect_timeout, read_timeout} -> stream | nil, msg, errno
+-- open{<connection: the fields conn.settings() returns (host, port, user, password,
+--      unix_socket, charset, ssl_mode, ssl_ca, ssl_cert, ssl_key, connect_timeout,
+--      read_timeout, write_timeout)>, server_id, file, pos, gtid, heartbeat (s, default 1),
+--      blocking (default true)} -> stream | nil, msg, errno
+-- The connection is opened by the same C opener as queries (host/connopts.c).
 -- Without file (and gtid) the stream starts at the source's current position.
 function M.open(opts)
   if type(opts) ~= "table" then error("binlog.open: options table expected", 2) end

@@ -548,18 +548,20 @@ function Runner:stream_loop()
   -- duration (MLSQL) / flushInterval: longest time a sink transaction stays open while busy
   local flush_interval = tonumber(self.job.opts.flushInterval or self.job.opts.duration) or 0.2
   local server_id = tonumber(o.serverId) or (1000000 + (util.getpid() % 1000000))
-  local uri = require("mocdc.uri").parse(src.uri, { password = o.password })
-  local h, err, code = binlog.open({ host = uri.host, port = uri.port, user = uri.login or uri.user,
-    password = o.password or uri.password, server_id = server_id, file = start.file,
-    pos = start.file and start.pos or nil, gtid = (not start.file) and start.gtid or nil,
-    heartbeat = tonumber(o.heartbeat) or 1 })
+  -- the source's own connection settings (TLS, socket, timeouts, charset: the one C opener)
+  local p = assert(require("mocdc.conn").settings(src.uri, { password = o.password,
+    read_timeout = o.readTimeout, connect_timeout = o.connectTimeout }))
+  p.server_id, p.file, p.heartbeat = server_id, start.file, tonumber(o.heartbeat) or 1
+  p.pos = start.file and start.pos or nil
+  p.gtid = (not start.file) and start.gtid or nil
+  local h, err, code = binlog.open(p)
   if not h then
     if code == 1236 then
       errors.raise(string.format("binlog %s needed to resume is no longer on source %s (purged): %s; " ..
         "re-run with a full copy (drop the sink watermark: mocdc task restart, or delete checkpointLocation and the " ..
         "mocdc.watermark rows)", position.format(start), src.c.label, err))
     end
-    errors.raise(string.format("cannot read the binlog of source %s: %s", src.c.label, err))
+    errors.open_failed(string.format("cannot read the binlog of source %s: %s", src.c.label, err), code)
   end
   self.stream_h = h
   log.info("streaming binlog from %s (server_id %d)", position.format(start), server_id)

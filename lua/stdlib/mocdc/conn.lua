@@ -33,9 +33,12 @@ local function pick(...)
   return nil
 end
 
--- Connection settings from a URI string or a table ({host=, port=, user=,
--- password=, database=, unix_socket=, options={...}} or the same flat).
-local function settings(target, opts)
+-- settings(uri_or_table, opts) -> the connect table of the C opener
+-- (host/connopts.c: conn.lib.connect and binlog.lib.open take it) | nil, msg.
+-- From a URI string or a table ({host=, port=, user=, password=, database=,
+-- unix_socket=, options={...}} or the same flat); opts as for open().
+function M.settings(target, opts)
+  opts = opts or {}
   local cfg
   if type(target) == "string" then
     local u, err = uri.parse(target, { password = opts.password })
@@ -57,7 +60,7 @@ local function settings(target, opts)
     user = cfg.login or cfg.user,
     password = pick(opts.password, cfg.password),
     database = cfg.database,
-    unix_socket = cfg.unix_socket,
+    unix_socket = pick(cfg.unix_socket, o.socket),
     charset = opt("charset") or "utf8mb4",
     ssl_mode = opt("ssl_mode"),
     ssl_ca = opt("ssl_ca"),
@@ -155,10 +158,12 @@ end
 -- opts: role ("source"|"sink", for messages), password (overrides the URI's),
 --       local_infile (bool, needed by load_from on a sink), and any URI option
 --       (charset, ssl_mode, ssl_ca, ssl_cert, ssl_key, connect_timeout,
---       read_timeout, write_timeout) to override it.
+--       read_timeout, write_timeout) to override it. A failure to set up TLS
+--       (errno 2026: wrong CA, unreadable ssl-ca, no TLS on the server) is a
+--       configuration error: errors.open_failed() exits 2 for it.
 function M.open(target, opts)
   opts = opts or {}
-  local p, perr = settings(target, opts)
+  local p, perr = M.settings(target, opts)
   if not p then return nil, perr end
   local role = opts.role
   local h, err, errno, sqlstate = lib.connect(p)

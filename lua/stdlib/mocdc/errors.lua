@@ -31,9 +31,21 @@ function M.check(prefix, ok, msg, ...)
   return ok, msg, ...
 end
 
+-- A connection refused while setting up TLS (errno 2026, CR_SSL_CONNECTION_ERROR:
+-- a wrong CA, a certificate for another host, an unreadable ssl-ca file, a
+-- server without TLS for ssl-mode require) needs the configuration fixed:
+-- exit 2 (usage or configuration), never retried. Other failures to connect
+-- are runtime errors (exit 1; the server may be restarting).
+local CONFIG_ERRNO = { [2026] = true }
+
+-- open_failed(msg, errno): raise the failure of conn.open / binlog.open.
+function M.open_failed(msg, errno)
+  M.raise(msg, CONFIG_ERRNO[errno] and 2 or 1)
+end
+
 local RETRYABLE = { [1205] = true, [1213] = true, [2006] = true, [2013] = true, [2003] = true, [1043] = true,
   [2002] = true, [2055] = true, [1053] = true, [1927] = true }
-local PERMANENT = { [1045] = true, [1044] = true, [1049] = true, [1142] = true, [1227] = true }
+local PERMANENT = { [1045] = true, [1044] = true, [1049] = true, [1142] = true, [1227] = true, [2026] = true }
 
 -- retryable(e): a transient failure worth retrying with backoff (lost
 -- connection, deadlock, lock wait timeout, server restarting), as opposed to
@@ -41,6 +53,7 @@ local PERMANENT = { [1045] = true, [1044] = true, [1049] = true, [1142] = true, 
 function M.retryable(e)
   if type(e) == "table" and RETRYABLE[e.code] then return true end
   if type(e) == "table" and PERMANENT[e.code] then return false end
+  if type(e) == "table" and e.code == 2 then return false end -- a configuration error (open_failed)
   local m = (type(e) == "table" and type(e.msg) == "string") and e.msg or M.message(e)
   if m:find("Access denied", 1, true) then return false end
   for _, pat in ipairs({ "Lost connection", "server has gone away", "Can't connect", "Connection refused",

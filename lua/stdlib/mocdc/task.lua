@@ -405,8 +405,8 @@ end
 
 function M.validate(cfg)
   local conn = require("mocdc.conn")
-  local src, err = conn.open(cfg.source_uri, { role = "source" })
-  if not src then errors.raise(err) end
+  local src, err, errno = conn.open(cfg.source_uri, { role = "source" })
+  if not src then errors.open_failed(err, errno) end
   local ok, e = pcall(function()
     if src.flavour == "matrixone" then
       -- MatrixOne: snapshots + DATA BRANCH DIFF (source/matrixone.lua), no binlog options
@@ -758,8 +758,8 @@ function M.worker(id, f)
     local ok, e = pcall(function()
       -- binlog when the source has a row binlog, else a one-shot snapshot copy
       local conn = require("mocdc.conn")
-      local c, cerr = conn.open(cfg.source_uri, { role = "source" })
-      if not c then errors.raise(cerr) end
+      local c, cerr, cerrno = conn.open(cfg.source_uri, { role = "source" })
+      if not c then errors.open_failed(cerr, cerrno) end
       local r = c:query("SELECT @@log_bin, @@binlog_format")
       local flavour = c.flavour
       c:close()

@@ -9,8 +9,11 @@
 -- ':' in it must be written %3A: a second raw ':' is refused (it could be a
 -- password or the older MatrixOne login, and guessing wrong would send half a
 -- password as the user name). User, password, database and option values are
--- percent-decoded. Failures are `nil, msg`; every message shows the URI with
--- everything after the user part's first ':' masked.
+-- percent-decoded. Options (README "Connection URIs and TLS"): ssl-mode,
+-- ssl-ca, ssl-cert, ssl-key, socket, connect-timeout, read-timeout,
+-- write-timeout, charset; `-` and `_` are the same in names. Failures are
+-- `nil, msg`; every message shows the URI with everything after the user
+-- part's first ':' masked.
 local M = {}
 
 local EXPECTED = "(expected mysql://user:password@host:port[/database])"
@@ -46,6 +49,10 @@ local OPTIONS = {
   ssl_ca = nonempty,
   ssl_cert = nonempty,
   ssl_key = nonempty,
+  socket = function(v)
+    if v:sub(1, 1) ~= "/" then return nil, "must be an absolute path to the server's unix socket" end
+    return v
+  end,
   connect_timeout = seconds,
   read_timeout = seconds,
   write_timeout = seconds,
@@ -54,7 +61,8 @@ local OPTIONS = {
     return v
   end,
 }
-local OPTION_LIST = "ssl-mode, ssl-ca, ssl-cert, ssl-key, connect-timeout, read-timeout, write-timeout, charset"
+local OPTION_LIST = "ssl-mode, ssl-ca, ssl-cert, ssl-key, socket, connect-timeout, read-timeout, write-timeout, " ..
+  "charset"
 
 local function decode(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))

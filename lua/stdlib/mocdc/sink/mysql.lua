@@ -20,9 +20,9 @@ local DEFAULT_MAX_SQL = 4 * 1024 * 1024
 -- opts.watermarkDatabase (default "mocdc"), opts.password (overrides the URI's).
 function M.open(uri, opts)
   opts = opts or {}
-  local c, err = conn.open(uri, { role = "sink", local_infile = true, password = opts.password,
+  local c, err, errno = conn.open(uri, { role = "sink", local_infile = true, password = opts.password,
     read_timeout = opts.sendSqlTimeout, write_timeout = opts.sendSqlTimeout })
-  if not c then errors.raise(err) end
+  if not c then errors.open_failed(err, errno) end
   local self = setmetatable({ c = c, uri = uri, pipeline = opts.pipeline or "default",
     dialect = opts.dialect or (c.flavour == "matrixone" and "matrixone" or "mysql"),
     wm_db = opts.watermarkDatabase or "mocdc", in_txn = false, prepared = {} }, Sink)

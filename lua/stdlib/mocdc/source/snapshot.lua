@@ -24,9 +24,9 @@ end
 
 function M.open(o)
   local uri = M.source_uri(o)
-  local c, err = conn.open(uri, { role = "source", password = o.password,
+  local c, err, errno = conn.open(uri, { role = "source", password = o.password,
     read_timeout = o.readTimeout, connect_timeout = o.connectTimeout })
-  if not c then errors.raise(err) end
+  if not c then errors.open_failed(err, errno) end
   return setmetatable({ c = c, o = o, uri = uri }, Src)
 end
 
