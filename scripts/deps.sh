@@ -2,9 +2,9 @@
 # Installs the Debian 12 packages mocdc needs to build, test and demo, only
 # when missing, then checks that the programs and files it needs are there.
 # Sourced by scripts/test.sh, scripts/demo.sh and bench/*.sh.
-MOCDC_PACKAGES="build-essential cmake pkg-config luajit libluajit-5.1-dev libmariadb-dev lua-cjson libpcre2-dev lua-busted sqlite3 libsqlite3-dev mariadb-server mariadb-client"
+MOCDC_PACKAGES="build-essential cmake pkg-config luajit libluajit-5.1-dev libmariadb-dev lua-cjson libpcre2-dev lua-busted sqlite3 libsqlite3-dev mariadb-server mariadb-client zsh"
 # what the build, the specs and the demo run or load; each must exist after installing
-MOCDC_NEEDED_PROGRAMS="cc make cmake pkg-config luajit sqlite3 mariadbd mariadb mariadb-admin mariadb-install-db"
+MOCDC_NEEDED_PROGRAMS="cc make cmake pkg-config luajit sqlite3 mariadbd mariadb mariadb-admin mariadb-install-db mariadb-binlog zsh"
 # Lua modules the binary loads from the system (LuaJIT's search paths)
 MOCDC_NEEDED_LUA="busted.runner busted.init cjson"
 
