@@ -82,19 +82,26 @@ function M.explicit_start(o)
   return { file = file, pos = pos }
 end
 
--- "YYYY-MM-DD HH:MM:SS" (UTC) -> unix seconds
+-- Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+
+-- "YYYY-MM-DD HH:MM:SS" (UTC) -> unix seconds, whatever the local time zone
+-- (no os.time: it reads local time, and a zone's offset in 1970 need not be today's)
 function M.parse_ts(name, s)
   if s == nil or s == "" then return nil end
   if type(s) == "number" then return s end
   local y, mo, d, h, mi, se = tostring(s):match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[ T](%d%d):(%d%d):(%d%d)")
-  if not y then
+  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(se)
+  if not y or mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > 59 then
     errors.raise(string.format("%s '%s' is not a timestamp (expected YYYY-MM-DD HH:MM:SS, UTC)", name, tostring(s)), 2)
   end
-  local t = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(h),
-    min = tonumber(mi), sec = tonumber(se), isdst = false })
-  -- os.time is local time; correct to UTC
-  local utc_off = os.time(os.date("*t", 0)) - os.time(os.date("!*t", 0))
-  return t + utc_off
+  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se
 end
 
 -- Names a DDL statement touches: list of {db, table, verb}.
@@ -541,6 +548,7 @@ function Runner:stream_loop()
     return self:summary()
   end
   self.idle_interval = tonumber(o.heartbeatInterval) or 1
+  self.in_src_txn = false -- between a transaction's GTID/BEGIN and its end (any table)
   if self.pending then self.pending:free() self.pending = nil end -- rolled back with the sink transaction
   self.merge_rows = self.sink.merges_batches and (tonumber(o.batchSize) or 5000) or nil
   self.sink.pipelined = self.sink.can_pipeline ~= nil and self.sink:can_pipeline()
@@ -606,6 +614,7 @@ function Runner:stream_loop()
       if not (self.start_ts and ev.ts and ev.ts < self.start_ts) then self:statement(ev, cur, txn_start) end
       if ev.pos then cur.pos = ev.pos end
     elseif et == "rollback" then
+      self.in_src_txn = false
       if self.mid_txn then
         errors.raise(string.format("source %s logged a ROLLBACK after row changes at %s:%s (non-transactional tables?); " ..
           "restart the pipeline to replay from the last checkpoint", src.c.label, cur.file, tostring(ev.pos)))
@@ -613,6 +622,7 @@ function Runner:stream_loop()
       if ev.pos then cur.pos = ev.pos end
     elseif et == "gtid" or et == "begin" then
       txn_start = position.copy(cur)
+      self.in_src_txn = true
       if et == "gtid" then gtid = ev.gtid end
       if ev.pos then cur.pos = ev.pos end
       self.txn_skip = false
@@ -632,7 +642,7 @@ function Runner:stream_loop()
     elseif et == "commit" then
       cur = { file = ev.file or cur.file, pos = ev.pos or cur.pos, gtid = gtid, ts = ev.ts }
       self.last_commit = position.copy(cur)
-      self.mid_txn = false
+      self.mid_txn, self.in_src_txn = false, false
       if stop_after_commit then
         if self.in_txn then self:flush(self.last_commit) end
         log.info("reached endTs %s at %s", tostring(o.endTs), position.format(cur))
@@ -648,6 +658,7 @@ function Runner:stream_loop()
       end
       if caught_up(cur) and not self.in_txn then break end
     elseif et == "ddl" then
+      self.in_src_txn = false
       if ev.pos then cur.pos = ev.pos end
       local txn_ok = true
       for _, x in ipairs(M.ddl_targets(ev.sql or "", ev.db)) do
@@ -669,8 +680,13 @@ function Runner:stream_loop()
       txn_start = position.copy(cur)
     elseif et == "heartbeat" then
       if self.in_txn and self.last_commit and not self.mid_txn then self:flush(self.last_commit) end
-      if ev.file then cur.file = ev.file end
-      if ev.pos and ev.pos > 0 and ev.file then cur.pos = math.max(cur.pos, ev.pos) end
+      if not self.in_src_txn and ev.file and ev.pos and ev.pos > 0 then
+        -- the source sends a heartbeat once it has sent everything before (file, pos): outside a
+        -- transaction the stream is in sync there, even when no transaction came (a new binlog file)
+        local hb = { file = ev.file, pos = ev.pos, gtid = self.last_commit and self.last_commit.gtid or gtid }
+        if position.compare(hb, cur) > 0 then cur = hb end
+        if position.compare(hb, self.last_commit) > 0 then self.last_commit = position.copy(hb) end
+      end
       self:advance_idle(self.last_commit)
       -- idle source, nothing pending: every table is in sync as of now
       if not self.in_txn and self.ctx.on_checkpoint then self.ctx.on_checkpoint(self.tables, self.last_commit) end
