@@ -9,6 +9,9 @@
 --   local emu = require("spec.helpers.mo_emulator")
 --   local c = emu.wrap(real_conn, { branch_diff = true, pitr = {...rows}, snapshots = shared_table })
 --   c.snapshots  -- name -> ts;  c.log -- statements received
+-- o.snapshots_file: the snapshots are also kept in this JSON file, so that
+-- successive processes (`mocdc run` of an emulated pipeline) share them.
+local cjson = require("cjson")
 local M = {}
 
 function M.wrap(real, o)
@@ -23,6 +26,20 @@ function M.wrap(real, o)
     return f
   end
   setmetatable(self, mt)
+  local function persist()
+    if not o.snapshots_file then return end
+    local f = assert(io.open(o.snapshots_file, "w"))
+    f:write(cjson.encode(self.snapshots))
+    f:close()
+  end
+  if o.snapshots_file then
+    local f = io.open(o.snapshots_file)
+    if f then
+      local saved = cjson.decode(f:read("*a"))
+      f:close()
+      for k, v in pairs(saved) do self.snapshots[k] = v end
+    end
+  end
 
   local function ts_of(name)
     local ts = self.snapshots[name]
@@ -72,6 +89,7 @@ function M.wrap(real, o)
     if name then
       real:query("DO SLEEP(0.002)")
       self.snapshots[name] = real:query("SELECT UTC_TIMESTAMP(6)")[1][1]
+      persist()
       real:query("DO SLEEP(0.002)")
       return "answer", 0
     end
@@ -86,7 +104,7 @@ function M.wrap(real, o)
       return "answer", out
     end
     name = s:match("^DROP SNAPSHOT IF EXISTS ([%w_]+)$")
-    if name then self.snapshots[name] = nil return "answer", 0 end
+    if name then self.snapshots[name] = nil persist() return "answer", 0 end
     if s == "SHOW PITR" then return "answer", o.pitr or {} end
     local d = branch_diff(s)
     if d == false then return "error", "You have an error in your SQL syntax near 'DATA BRANCH DIFF'", 1064 end

@@ -435,7 +435,8 @@ function Runner:apply_pending()
 end
 
 function Runner:transform_batch(t, b)
-  local out = batchlib.new(b:columns())
+  -- the output has the columns the transforms leave (drop / rename), as the sink table
+  local out = batchlib.new(stream.output_columns(self.job.stream.transforms, b:columns()))
   local fn = self.transform
   for i = 1, b:count() do
     local op, before, after = b:get_named(i)
@@ -449,10 +450,18 @@ function Runner:transform_batch(t, b)
       errors.raise(string.format("transform %s at %s failed on %s %s: %s", e.transform or "?", e.where or "?",
         t.src_label, op, e.msg))
     end
-    if (before and nb == nil) or (after and na == nil) then ok = false end
+    -- a row the transforms drop (nil) is not in the sink: an update moving a
+    -- row out of what they keep deletes it there, one moving it in inserts it
+    local keep_b, keep_a = before == nil or nb ~= nil, after == nil or na ~= nil
+    local out_op = op
+    if op == "update" and keep_b ~= keep_a then
+      if keep_b then out_op, na = "delete", nil else out_op, nb = "insert", nil end
+    elseif not (keep_b and keep_a) then
+      ok = false
+    end
     if ok then
       local _, ob, oa = b:get_named(i) -- the transform may have changed before/after in place
-      copy.add_transformed(out, op, nb, na, t, op, oa or ob)
+      copy.add_transformed(out, out_op, nb, na, t, op, oa or ob)
     end
   end
   return out
