@@ -39,6 +39,15 @@ describe("mocdc.conn.lib", function()
     assert.are.equal("HY000", sqlstate)
   end)
 
+  it("TLS files without an ssl_mode, or unreadable ones, fail before connecting (errno 2026)", function()
+    assert.are.same({ nil, "cannot connect to root@127.0.0.1:1: ssl-ca is given but ssl-mode is disable: add " ..
+      "ssl-mode=require, verify_ca or verify_identity", 2026, "HY000" },
+      { lib.connect{ host = "127.0.0.1", port = 1, user = "root", ssl_ca = "/etc/ssl/certs/ca-certificates.crt" } })
+    assert.are.same({ nil, "cannot connect to root@127.0.0.1:1: ssl-key file '/nonexistent/k.pem' cannot be read: " ..
+      "No such file or directory", 2026, "HY000" },
+      { lib.connect{ host = "127.0.0.1", port = 1, user = "root", ssl_mode = "require", ssl_key = "/nonexistent/k.pem" } })
+  end)
+
   it("verify_ca without a CA fails before connecting", function()
     assert.are.same({ nil, "cannot connect to root@127.0.0.1:1: ssl-mode verify_ca needs ssl-ca (the CA certificate file)", 2026,
       "HY000" },

@@ -275,6 +275,20 @@ mdb.describe("TLS on every connection (issue 10)", function()
         "server's certificate)\n", dst.port, certs.wrong_ca), err)
     end)
 
+    it("a subscription downstream (mocdc sql): verify_identity works, a wrong CA is refused", function()
+      local rc, out, err = cli.run({ "sql", "--sink-uri", verify_identity(dst), "SHOW SUBSCRIPTIONS" },
+        { env = { MOCDC_HOME = home } })
+      no_password(out, err)
+      assert.equals(0, rc, err)
+      rc, out, err = cli.run({ "sql", "--sink-uri", uri(dst, "tls", PW, "ssl-mode=verify_ca&ssl-ca=" .. certs.wrong_ca),
+        "SHOW SUBSCRIPTIONS" }, { env = { MOCDC_HOME = home } })
+      no_password(out, err)
+      assert.equals(2, rc, err)
+      assert.equals(string.format("mocdc: error: cannot connect to downstream tls@127.0.0.1:%d: TLS/SSL error: " ..
+        "self-signed certificate in certificate chain (ssl-mode verify_ca: check that ssl-ca %s signed the " ..
+        "server's certificate)\n", dst.port, certs.wrong_ca), err)
+    end)
+
     it("a binlog stream with a wrong CA", function()
       local h, err, code = binlog.open{ host = "127.0.0.1", port = src.port, user = "tls", password = PW,
         ssl_mode = "verify_ca", ssl_ca = certs.wrong_ca }

@@ -38,9 +38,10 @@ end
 -- are runtime errors (exit 1; the server may be restarting).
 local CONFIG_ERRNO = { [2026] = true }
 
--- open_failed(msg, errno): raise the failure of conn.open / binlog.open.
-function M.open_failed(msg, errno)
-  M.raise(msg, CONFIG_ERRNO[errno] and 2 or 1)
+-- open_failed(msg, errno[, code]): raise the failure of conn.open / binlog.open;
+-- code (default 1) for the runtime ones.
+function M.open_failed(msg, errno, code)
+  M.raise(msg, CONFIG_ERRNO[errno] and 2 or code or 1)
 end
 
 local RETRYABLE = { [1205] = true, [1213] = true, [2006] = true, [2013] = true, [2003] = true, [1043] = true,

@@ -277,13 +277,13 @@ local function open_downstream(u, role)
   local ok, perr = uri.parse(u)
   if not ok then errors.raise((perr:gsub("^invalid URI", "invalid " .. (role or "downstream") .. " URI")), 2) end
   local c, err, code = conn.open(u, { role = role or "downstream", password = os.getenv("MOCDC_SINK_PASSWORD") })
-  if not c then errors.raise(err, code) end
+  if not c then errors.open_failed(err, code, code) end
   return c
 end
 
 local function open_upstream(u)
   local c, err, code = conn.open(u, { role = "upstream" })
-  if not c then errors.raise(err, code or 2003) end
+  if not c then errors.open_failed(err, code, code or 2003) end
   return c
 end
 
