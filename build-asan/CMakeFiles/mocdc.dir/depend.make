@@ -1,2 +1,0 @@
-# Empty dependencies file for mocdc.
-# This may be replaced when dependencies are built.
