@@ -33,6 +33,10 @@
  * Limits: FLOAT columns (compared as DOUBLE) and, on MySQL, JSON columns never
  * compare equal to their text form, so such deletes match nothing.
  *
+ * opts.skip: 1-based indexes of columns never written nor matched on (generated
+ * columns: the sink computes them): left out of INSERT/REPLACE column lists,
+ * tuples and ON DUPLICATE KEY UPDATE, and of a keyless row's identity.
+ *
  * Every statement is <= opts.max_len bytes; a row that cannot fit alone is an
  * error naming its key. All SQL is written into one reusable buffer held by
  * the module (no per-row allocation). */
@@ -69,6 +73,8 @@ typedef struct {
   size_t cap_tab;
   int *keys;
   size_t cap_keys;
+  char *skip;       /* per column: 1 = never written (opts.skip) */
+  size_t cap_skip;
 } scratch;
 
 /* What one build() call needs. */
@@ -80,8 +86,9 @@ typedef struct {
   size_t table_len;
   int *key;          /* 0-based key column indexes */
   int nkey;
-  int *hkey;         /* columns that identify a row: the key, or all columns */
+  int *hkey;         /* columns that identify a row: the key, or all written columns */
   int nhkey;
+  const char *skip;  /* per column, or NULL: see opts.skip */
   int mode, dialect;
   size_t max_len;
   int nout;          /* statements pushed into the result table (at stack index out_idx) */
@@ -278,10 +285,9 @@ static void emit(ctx *c, size_t len) {
 static const char *describe(ctx *c, uint32_t img) {
   mocdc_buf *t = &c->sc->tmp;
   t->len = 0;
-  int n = c->nkey ? c->nkey : c->b->ncols;
   if (mocdc_buf_addlit(t, "(") != 0) return "(?)";
-  for (int k = 0; k < n; k++) {
-    int col = c->nkey ? c->key[k] : k;
+  for (int k = 0; k < c->nhkey; k++) {
+    int col = c->hkey[k];
     size_t len;
     const char *v = mocdc_batch_val(c->b, img, col, &len);
     if (k && mocdc_buf_addlit(t, ", ") != 0) return "(?)";
@@ -371,10 +377,13 @@ static int run_finish(ctx *c, run *r) {
 static int put_tuple(ctx *c, uint32_t img) {
   mocdc_buf *s = &c->sc->sql;
   if (mocdc_buf_addlit(s, "(") != 0) return -1;
+  int first = 1;
   for (int col = 0; col < c->b->ncols; col++) {
+    if (c->skip && c->skip[col]) continue;
     size_t len;
     const char *v = mocdc_batch_val(c->b, img, col, &len);
-    if (col && mocdc_buf_addlit(s, ",") != 0) return -1;
+    if (!first && mocdc_buf_addlit(s, ",") != 0) return -1;
+    first = 0;
     if (put_val(s, c->b->cls[col], v, len) != 0) return -1;
   }
   return mocdc_buf_addlit(s, ")");
@@ -426,9 +435,8 @@ static int null_safe_delete(ctx *c, uint32_t img, int32_t limit) {
   if (mocdc_buf_addlit(s, "DELETE FROM ") != 0 || mocdc_buf_add(s, c->table, c->table_len) != 0 ||
       mocdc_buf_addlit(s, " WHERE ") != 0)
     return -1;
-  int n = c->nkey ? c->nkey : b->ncols;
-  for (int k = 0; k < n; k++) {
-    int col = c->nkey ? c->key[k] : k;
+  for (int k = 0; k < c->nhkey; k++) {
+    int col = c->hkey[k];
     size_t len;
     const char *v = mocdc_batch_val(b, img, col, &len);
     if (k && mocdc_buf_addlit(s, " AND ") != 0) return -1;
@@ -588,8 +596,11 @@ static int build_upserts(ctx *c, size_t nslots, lua_Integer *nups) {
   if (mocdc_buf_add(tmp, replace ? "REPLACE INTO " : "INSERT INTO ", replace ? 13 : 12) != 0 ||
       mocdc_buf_add(tmp, c->table, c->table_len) != 0 || mocdc_buf_addlit(tmp, " (") != 0)
     return -1;
+  int firstcol = 1;
   for (int col = 0; col < b->ncols; col++) {
-    if (col && mocdc_buf_addlit(tmp, ",") != 0) return -1;
+    if (c->skip && c->skip[col]) continue;
+    if (!firstcol && mocdc_buf_addlit(tmp, ",") != 0) return -1;
+    firstcol = 0;
     if (put_ident(tmp, b->names[col]) != 0) return -1;
   }
   if (mocdc_buf_addlit(tmp, ") VALUES ") != 0) return -1;
@@ -602,7 +613,7 @@ static int build_upserts(ctx *c, size_t nslots, lua_Integer *nups) {
     for (int col = 0; col < b->ncols; col++) {
       int is_key = 0;
       for (int k = 0; k < c->nkey; k++) is_key |= c->key[k] == col;
-      if (is_key) continue;
+      if (is_key || (c->skip && c->skip[col])) continue;
       if (!first && mocdc_buf_addlit(tmp, ",") != 0) return -1;
       first = 0;
       if (put_ident(tmp, b->names[col]) != 0 || mocdc_buf_addlit(tmp, "=VALUES(") != 0 ||
@@ -697,13 +708,34 @@ static int l_build(lua_State *L) {
     c.nkey = n;
   }
   lua_pop(L, 1);
+  lua_getfield(L, 2, "skip");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, -1)) luaL_argerror(L, 2, "opts.skip must be an array of column indexes");
+    if (grow((void **)&sc->skip, &sc->cap_skip, (size_t)b->ncols + 1, 1) != 0) return luaL_error(L, "out of memory");
+    memset(sc->skip, 0, (size_t)b->ncols + 1);
+    int n = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_Number x = lua_tonumber(L, -1);
+      if (lua_type(L, -1) != LUA_TNUMBER || x != (int)x || x < 1 || x > b->ncols)
+        luaL_argerror(L, 2, lua_pushfstring(L, "opts.skip[%d] is not a column index (1..%d)", i, b->ncols));
+      sc->skip[(int)x - 1] = 1;
+      lua_pop(L, 1);
+    }
+    for (int k = 0; k < c.nkey; k++)
+      if (sc->skip[sc->keys[k]]) luaL_argerror(L, 2, "opts.skip holds a key column");
+    if (n > 0) c.skip = sc->skip;
+  }
+  lua_pop(L, 1);
+  c.nhkey = c.nkey;
   if (!c.nkey) {
     if (grow((void **)&sc->keys, &sc->cap_keys, (size_t)b->ncols + 1, sizeof *sc->keys) != 0)
       return luaL_error(L, "out of memory");
-    for (int i = 0; i < b->ncols; i++) sc->keys[i] = i;
+    for (int i = 0; i < b->ncols; i++)
+      if (!c.skip || !c.skip[i]) sc->keys[c.nhkey++] = i;
+    if (c.nhkey == 0) luaL_argerror(L, 2, "opts.skip leaves no column to write");
   }
   c.key = c.hkey = sc->keys;
-  c.nhkey = c.nkey ? c.nkey : b->ncols;
 
   lua_createtable(L, 4, 0);
   c.out_idx = lua_gettop(L);
@@ -767,6 +799,7 @@ static int scratch_gc(lua_State *L) {
   free(sc->slots);
   free(sc->tab);
   free(sc->keys);
+  free(sc->skip);
   memset(sc, 0, sizeof *sc);
   return 0;
 }

@@ -537,6 +537,9 @@ function Runner:handle_ddl(ev, cur)
           t.dst_db, t.dst_table, err, sql))
       end
       log.info("applied source DDL to %s.%s: %s", t.dst_db, t.dst_table, sql)
+      -- a generated column added or changed: never written from now on
+      local _, gen, set = schema.split_generated(schema.columns(self.src.c, t.src_db, t.src_table))
+      t.generated, t.generated_set = gen, set
     end
   end
   return true

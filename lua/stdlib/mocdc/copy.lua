@@ -97,7 +97,7 @@ function M.prepare(t, sink, transforms, skip_compare)
     create_sql = create_sql:gsub("\n%)([^\n]*)$", ",\n  PRIMARY KEY (" .. table.concat(keys, ", ") .. ")\n)%1", 1)
   end
   sink:prepare_table({ src_label = t.src_label, dst_db = t.dst_db, dst_table = t.dst_table,
-    columns = out_cols, create_sql = create_sql }, #transforms > 0, skip_compare)
+    columns = out_cols, generated = t.generated, create_sql = create_sql }, #transforms > 0, skip_compare)
   if t.key_from_idcols and sink.c and sink.c.flavour ~= "file" then
     local have = schema.primary_key(sink.c, t.dst_db, t.dst_table)
     local want, got = {}, {}

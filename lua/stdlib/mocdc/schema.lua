@@ -97,12 +97,14 @@ function M.database_exists(c, db)
   return #rows > 0
 end
 
--- Columns in ordinal order (virtual generated columns are not copied).
+-- Columns in ordinal order. Generated columns (STORED or VIRTUAL) carry
+-- generated = true, kind ("STORED" | "VIRTUAL") and expression (as the server
+-- shows it, backticks and spacing dropped); they are never written.
 function M.columns(c, db, t)
   local rows = q(c, "SELECT column_name, data_type, column_type, is_nullable, extra, column_key, column_default " ..
     "FROM information_schema.columns WHERE table_schema = " .. lit(c, db) ..
     " AND table_name = " .. lit(c, t) .. " ORDER BY ordinal_position")
-  local cols = {}
+  local cols, any_generated = {}, false
   for _, r in ipairs(rows) do
     local extra = (type(r[5]) == "string" and r[5] or ""):lower()
     local generated = extra:find("generated", 1, true) ~= nil
@@ -111,8 +113,39 @@ function M.columns(c, db, t)
       class = M.class_of(r[2]), generated = generated, extra = extra,
       default = type(r[7]) == "string" and r[7] or nil,
     }
+    if generated then
+      cols[#cols].kind = extra:find("virtual", 1, true) and "VIRTUAL" or "STORED"
+      any_generated = true
+    end
+  end
+  if any_generated then
+    -- a server without generation_expression (MatrixOne) keeps expression nil
+    local ex = c:query("SELECT column_name, generation_expression FROM information_schema.columns " ..
+      "WHERE table_schema = " .. lit(c, db) .. " AND table_name = " .. lit(c, t))
+    local by = {}
+    for _, r in ipairs(type(ex) == "table" and ex or {}) do by[r[1]] = r[2] end
+    for _, col in ipairs(cols) do
+      local e = col.generated and by[col.name]
+      if type(e) == "string" then col.expression = e:gsub("`", ""):gsub("%s+", " ") end
+    end
   end
   return cols
+end
+
+-- Split columns into those written (copy) and the generated ones (with a
+-- lowercase name set), as a table record keeps them: columns, generated, generated_set.
+function M.split_generated(cols)
+  local copy, gen, set = {}, {}, nil
+  for _, col in ipairs(cols) do
+    if col.generated then
+      gen[#gen + 1] = col
+      set = set or {}
+      set[col.name:lower()] = true
+    else
+      copy[#copy + 1] = col
+    end
+  end
+  return copy, gen, set
 end
 
 -- Primary key column names in key order; falls back to the first unique key
@@ -170,9 +203,13 @@ function M.sink_ddl(create_sql, dst_db, dst_table, dialect)
   return out
 end
 
--- Compare the columns a pipeline writes with the sink table's columns.
+-- Compare the columns a pipeline writes with the sink table's columns; with
+-- src_generated (the source's generated columns), the sink's generated columns
+-- must be the same (name, type, STORED / VIRTUAL, expression). A written column
+-- must never be generated in the sink (it would refuse the value).
 -- Returns nil when compatible, otherwise a message naming the first difference.
-function M.compare(src_label, src_cols, dst_label, dst_cols, names_only)
+function M.compare(src_label, src_cols, dst_label, dst_cols, names_only, src_generated)
+  local function gdesc(c) return "(" .. c.kind .. (c.expression and (", " .. c.expression) or "") .. ")" end
   local dst_by = {}
   for _, c in ipairs(dst_cols) do dst_by[c.name:lower()] = c end
   local src_by = {}
@@ -182,10 +219,41 @@ function M.compare(src_label, src_cols, dst_label, dst_cols, names_only)
     if not d then
       return string.format("column '%s' of %s is missing in sink table %s", c.name, src_label, dst_label)
     end
+    if d.generated then
+      return string.format("column '%s' is generated %s in sink table %s but not in %s", d.name, gdesc(d),
+        dst_label, src_label)
+    end
     if not names_only and c.column_type and d.column_type and
         M.normalize_type(c.column_type) ~= M.normalize_type(d.column_type) then
       return string.format("column '%s' is %s in %s but %s in sink table %s", c.name,
         c.column_type, src_label, d.column_type, dst_label)
+    end
+  end
+  if src_generated and not names_only then
+    for _, g in ipairs(src_generated) do
+      src_by[g.name:lower()] = g
+      local d = dst_by[g.name:lower()]
+      if not d then
+        return string.format("column '%s' of %s is missing in sink table %s", g.name, src_label, dst_label)
+      end
+      if not d.generated then
+        return string.format("column '%s' of %s is generated %s but not in sink table %s", g.name, src_label,
+          gdesc(g), dst_label)
+      end
+      if g.kind ~= d.kind or (g.expression and d.expression and g.expression:lower() ~= d.expression:lower()) then
+        return string.format("column '%s' is generated as %s in %s but as %s in sink table %s", g.name, gdesc(g),
+          src_label, gdesc(d), dst_label)
+      end
+      if M.normalize_type(g.column_type) ~= M.normalize_type(d.column_type) then
+        return string.format("column '%s' is %s in %s but %s in sink table %s", g.name,
+          g.column_type, src_label, d.column_type, dst_label)
+      end
+    end
+    for _, d in ipairs(dst_cols) do
+      if d.generated and not src_by[d.name:lower()] then
+        return string.format("column '%s' is generated %s in sink table %s but not in %s", d.name, gdesc(d),
+          dst_label, src_label)
+      end
     end
   end
   for _, d in ipairs(dst_cols) do

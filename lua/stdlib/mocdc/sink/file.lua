@@ -129,11 +129,12 @@ function Sink:clear_table(t)
   self.store:set("size/" .. e.path, "0")
 end
 
-local function encode_image(img, bincols)
+-- generated columns are left out, as in the full copy's records
+local function encode_image(img, bincols, generated)
   if not img then return cjson.null end
   local out = {}
   for k, v in pairs(img) do
-    out[k] = bincols[k] and hex(v) or v
+    if not (generated and generated[k:lower()]) then out[k] = bincols[k] and hex(v) or v end
   end
   return out
 end
@@ -151,7 +152,7 @@ function Sink:write(t, b, ev)
     local key = {}
     for _, k in ipairs(keys) do key[k] = img[k] == nil and cjson.null or (bincols[k] and hex(img[k]) or img[k]) end
     parts[#parts + 1] = cjson.encode({ op = op, db = t.src_db, table = t.src_table, key = key,
-      before = encode_image(before, bincols), after = encode_image(after, bincols),
+      before = encode_image(before, bincols, t.generated_set), after = encode_image(after, bincols, t.generated_set),
       pos = ev and { file = ev.file, pos = ev.pos } or cjson.null, ts = ev and ev.ts or cjson.null,
       snapshot = ev == nil or nil })
   end

@@ -226,7 +226,7 @@ function Sink:prepare_table(t, names_only, skip_compare)
   end
   local dst_cols = schema.columns(self.c, t.dst_db, t.dst_table)
   -- a table already streaming is compared by its DDL events, not by today's source schema
-  local diff = not skip_compare and schema.compare(t.src_label, t.columns, label, dst_cols, names_only)
+  local diff = not skip_compare and schema.compare(t.src_label, t.columns, label, dst_cols, names_only, t.generated)
   if diff then
     errors.raise(string.format("schema mismatch: %s; make the sink table match the source, or drop it and mocdc will create it", diff))
   end
@@ -308,6 +308,20 @@ function Sink:apply_batch(batch, t, mode)
   return #stmts
 end
 
+-- Indexes of the batch columns that are generated in the source table (the
+-- binlog carries their values; the sink computes them), or nil.
+function M.generated_idx(t, cols)
+  if not t.generated_set then return nil end
+  local skip
+  for i, c in ipairs(cols) do
+    if t.generated_set[c.name:lower()] then
+      skip = skip or {}
+      skip[#skip + 1] = i
+    end
+  end
+  return skip
+end
+
 -- Apply a batch of binlog changes (columns as the source wrote them) in the
 -- open transaction: key columns located by name, REPLACE/DELETE by key;
 -- tables without a key use the builder's all-columns strategy.
@@ -324,7 +338,8 @@ function Sink:apply_changes(t, b)
       table.concat(t.key, ",")))
   end
   local opts = { table = schema.qname(t.dst_db, t.dst_table), key = key,
-    mode = #key > 0 and "replace" or "insert", dialect = self.dialect, max_len = self.max_sql }
+    mode = #key > 0 and "replace" or "insert", dialect = self.dialect, max_len = self.max_sql,
+    skip = M.generated_idx(t, cols) }
   local stmts, err = sqlbuild.build(b, opts)
   if not stmts then
     if self.ignore and #key > 0 then return self:apply_one_by_one(t, b, opts) end

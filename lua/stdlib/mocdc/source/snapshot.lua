@@ -194,9 +194,9 @@ function Src:tables()
   local list = tables.resolve(self.c, self.o, self.c.label)
   for _, t in ipairs(list) do
     t.src_label = t.src_db .. "." .. t.src_table
-    local cols = schema.columns(self.c, t.src_db, t.src_table)
-    local copy = {}
-    for _, col in ipairs(cols) do if not col.generated then copy[#copy + 1] = col end end
+    local copy
+    -- generated columns are never written (the sink computes them)
+    copy, t.generated, t.generated_set = schema.split_generated(schema.columns(self.c, t.src_db, t.src_table))
     t.columns = copy
     t.key = schema.primary_key(self.c, t.src_db, t.src_table)
     if self.o.idCols and #t.key == 0 then
