@@ -36,7 +36,7 @@ static long opt_num(lua_State *L, int t, const char *fn, const char *k, long dfl
   lua_getfield(L, t, k);
   long v = dflt;
   if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "%s: field '%s' must be a number", fn, k);
+    if (!lua_isnumber(L, -1)) luaL_error(L, "%s: field '%s' must be a number", fn, k);
     double d = lua_tonumber(L, -1);
     if (d < 0 || d > 2147483647.0) luaL_error(L, "%s: field '%s' is out of range", fn, k);
     v = (long)d;

@@ -28,6 +28,9 @@ describe("mocdc.conn.lib", function()
     assert.has_error(function() lib.connect({ port = 70000 }) end, "connect: port 70000 is out of range")
     assert.has_error(function() lib.connect({ ssl_mode = "on" }) end,
       "connect: ssl_mode must be disable, require, verify_ca or verify_identity, got 'on'")
+    -- numbers may come as numeric strings (pipeline options from --set): a refused port, not a raise
+    assert.are.equal(2002, select(3, lib.connect({ host = "127.0.0.1", port = tostring(dead_port()),
+      connect_timeout = "2", read_timeout = "30" })))
   end)
 
   it("returns nil, message, errno, sqlstate for a refused connection", function()
