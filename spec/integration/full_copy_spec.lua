@@ -146,7 +146,7 @@ mdb.describe("full copy (issue 2)", function()
     assert.equals("200000", b[1][1])
   end)
 
-  describe("bad input: one clear line, non-zero exit, no checkpoint", function()
+  describe("bad input: one clear line, the exit code for its kind, no checkpoint", function()
     -- no watermark row: the table is empty or does not exist; any other error is raised
     local function no_watermark()
       local ok, rows = pcall(sink.rows, sink, "SELECT COUNT(*) FROM mocdc.watermark")
@@ -156,10 +156,11 @@ mdb.describe("full copy (issue 2)", function()
       end
       return rows[1][1] == "0"
     end
-    local function expect_fail(args, pattern, env)
+    -- code: the exit status (README "Exit codes": 1 runtime, 2 usage or configuration)
+    local function expect_fail(code, args, pattern, env)
       reset()
       local rc, out, err = cli.run(args, { env = env or { MOCDC_HOME = home } })
-      assert.is_not.equals(0, rc)
+      assert.equals(code, rc, err)
       assert.is_true(cli.one_line(err), "expected one line on stderr, got: " .. err)
       assert.matches(pattern, err)
       assert.not_matches(mdb.PASSWORD, out .. err)
@@ -175,19 +176,19 @@ mdb.describe("full copy (issue 2)", function()
     end
 
     it("malformed URI", function()
-      expect_fail(base({ "--set", "source_uri=mysql://root:" .. mdb.PASSWORD .. "@127.0.0.1:abc" }),
+      expect_fail(2, base({ "--set", "source_uri=mysql://root:" .. mdb.PASSWORD .. "@127.0.0.1:abc" }),
         "^mocdc: error: invalid source URI 'mysql://root:%*%*%*%*%*%*@127.0.0.1:abc': port 'abc' is not a number")
     end)
     it("wrong password", function()
-      expect_fail(base({ "--set", "sink_uri=mysql://root:wrong@127.0.0.1:" .. sink.port }),
+      expect_fail(1, base({ "--set", "sink_uri=mysql://root:wrong@127.0.0.1:" .. sink.port }),
         "^mocdc: error: cannot connect to sink root@127.0.0.1:" .. sink.port .. ": Access denied")
     end)
     it("unreachable host", function()
-      expect_fail(base({ "--set", "source_uri=mysql://root:x@127.0.0.1:1" }),
+      expect_fail(1, base({ "--set", "source_uri=mysql://root:x@127.0.0.1:1" }),
         "^mocdc: error: cannot connect to source root@127.0.0.1:1: ")
     end)
     it("missing source table", function()
-      expect_fail(base({ "--set", "tables=source_db.nope:analytics_db.orders_backup" }),
+      expect_fail(2, base({ "--set", "tables=source_db.nope:analytics_db.orders_backup" }),
         "^mocdc: error: source table source_db.nope does not exist on root@127.0.0.1:" .. src.port)
     end)
     it("invalid regex", function()
@@ -196,7 +197,7 @@ mdb.describe("full copy (issue 2)", function()
       f:write("save.append(load.snapshot { uri = var 'source_uri', databaseNamePattern = 'source_(db', " ..
         "tableNamePattern = 'orders' }, var 'sink_uri', { target = 'analytics_db.{table}_backup' })\n")
       f:close()
-      expect_fail({ "run", p, "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri },
+      expect_fail(2, { "run", p, "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri },
         "^mocdc: error: databaseNamePattern: invalid regex 'source_%(db': missing closing parenthesis")
     end)
     it("Lua syntax error", function()
@@ -204,7 +205,7 @@ mdb.describe("full copy (issue 2)", function()
       local f = io.open(p, "w")
       f:write("local s = load.snapshot {\n  uri = var 'source_uri'\n  tables = 'x'\n}\n")
       f:close()
-      expect_fail({ "run", p }, "^mocdc: error: .*syntax%.lua:3: '}' expected %(to close '{' at line 1%) near 'tables'")
+      expect_fail(2, { "run", p }, "^mocdc: error: .*syntax%.lua:3: '}' expected %(to close '{' at line 1%) near 'tables'")
     end)
     it("error raised inside a transform", function()
       local p = scripts .. "/boom.lua"
@@ -213,7 +214,7 @@ mdb.describe("full copy (issue 2)", function()
         "save.append(s:map(function(r)\n  if r.order_id == '3' then error('bad order ' .. r.order_id) end\n  return r\nend), " ..
         "var 'sink_uri', { checkpointLocation = '" .. home .. "/boom' })\n")
       f:close()
-      expect_fail({ "run", p, "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri },
+      expect_fail(1, { "run", p, "--set", "source_uri=" .. src.uri, "--set", "sink_uri=" .. sink.uri },
         "^mocdc: error: transform map at .*boom%.lua:2 failed on source_db%.orders row %(order_id=3%): .*boom%.lua:3: bad order 3")
     end)
     it("a full sink", function()
@@ -224,7 +225,7 @@ mdb.describe("full copy (issue 2)", function()
         "CREATE TABLE analytics_db.orders_backup (order_id INT PRIMARY KEY, customer_id INT, order_date DATETIME, " ..
         "amount DECIMAL(10,2), status VARCHAR(20)) ENGINE=MEMORY")
       local rc, _, err = run()
-      assert.is_not.equals(0, rc)
+      assert.equals(1, rc, err)
       assert.is_true(cli.one_line(err), err)
       assert.matches("is full", err)
       assert.matches("free space", err)
@@ -236,7 +237,7 @@ mdb.describe("full copy (issue 2)", function()
       sink:sql("DROP TABLE analytics_db.orders_backup; CREATE TABLE analytics_db.orders_backup (order_id INT PRIMARY KEY, " ..
         "customer_id INT, order_date DATETIME, amount DECIMAL(10,2), status VARCHAR(10))")
       local rc, _, err = run()
-      assert.is_not.equals(0, rc)
+      assert.equals(1, rc, err)
       assert.is_true(cli.one_line(err), err)
       assert.equals("mocdc: error: schema mismatch: column 'status' is varchar(20) in source_db.orders but varchar(10) " ..
         "in sink table analytics_db.orders_backup; make the sink table match the source, or drop it and mocdc will create it\n", err)

@@ -30,11 +30,18 @@ mdb.describe("subscriptions (issue 5)", function()
     return cli.run(args)
   end
 
+  local exit_of = {} -- pid -> rc() of that background run
   local function serve(owner)
-    local pid = cli.spawn({ "serve", "--state-uri", down.uri, "--owner-id", owner, "--lease", "3", "--scan-interval", "1",
+    local pid, rc_of = cli.spawn_rc({ "serve", "--state-uri", down.uri, "--owner-id", owner, "--lease", "3", "--scan-interval", "1",
       "--batch-size", "200", "--chunk-rows", "500" }, dir .. "/" .. owner .. ".log", { env = { MOCDC_HOME = dir } })
     workers[owner] = pid
+    exit_of[pid] = rc_of
     return pid
+  end
+  -- SIGTERM: serve pauses its workers at a safe point and exits 0 (README, mocdc serve)
+  local function term(pid, what)
+    util.kill(pid, 15)
+    assert.equals(0, eventually(exit_of[pid], 30, what .. " to exit after SIGTERM"))
   end
 
   local function same(tbl, order)
@@ -141,8 +148,7 @@ mdb.describe("subscriptions (issue 5)", function()
       "GROUP BY table_name ORDER BY table_name")
     assert.same({ { "fresh", "1" }, { "items", "1" }, { "orders", "1" } }, states)
     assert.equals(0, #down:rows("SELECT 1 FROM mocdc.mo_sync_tasks WHERE iteration_state = 'error'"))
-    util.kill(a, 15)
-    assert.is_true(cli.wait(a, 20), "worker A stops on SIGTERM")
+    term(a, "worker A")
     assert.not_matches(mdb.PASSWORD, log_of("A"))
   end)
 
@@ -191,8 +197,7 @@ mdb.describe("subscriptions (issue 5)", function()
     assert.equals(0, #down:rows("SELECT 1 FROM mocdc.mo_sync_configs"))
     local _, out = sql("SHOW SUBSCRIPTIONS")
     assert.matches("0 rows in set", out)
-    util.kill(pids[survivor], 15)
-    assert.is_true(cli.wait(pids[survivor], 20))
+    term(pids[survivor], "the survivor")
   end)
 
   it("mocdc serve --state-uri also supervises `mocdc task` tasks kept in that store", function()
@@ -210,8 +215,7 @@ mdb.describe("subscriptions (issue 5)", function()
     local s = serve("S")
     bsrc:sql("INSERT INTO app.t VALUES (2, 2)")
     eventually(function() return #down:rows("SELECT 1 FROM app_copy.t") == 2 end, 30, "the restarted task worker")
-    util.kill(s, 15)
-    assert.is_true(cli.wait(s, 30), "serve stops its task workers and exits on SIGTERM")
+    term(s, "serve (and its task workers)")
     rc = cli.run({ "task", "drop", "--all", "--source-uri", bsrc.uri, "--state-uri", down.uri }, { env = { MOCDC_HOME = dir } })
     assert.equals(0, rc)
   end)

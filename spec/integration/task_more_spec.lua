@@ -124,30 +124,30 @@ mdb.describe("mocdc task: lifecycle, options and refusals (issue 4)", function()
     end
   end
 
-  it("task create refuses bad input with one clear line and a non-zero exit", function()
+  it("task create refuses bad input with one clear line and the exit code of its kind", function()
     src:sql([[CREATE DATABASE bad_db; CREATE TABLE bad_db.t (id INT PRIMARY KEY, v INT); INSERT INTO bad_db.t VALUES (1, 1);]])
     local dead = "mysql://root:" .. PW .. "@127.0.0.1:1"
     local cases = {
-      { "unreachable source", { "--source-uri", dead, "--tables", "bad_db.t" }, "cannot connect to %a+ root@127%.0%.0%.1:1" },
-      { "unreachable sink", { "--sink-uri", dead, "--tables", "bad_db.t" }, "cannot connect to %a+ root@127%.0%.0%.1:1" },
-      { "missing table", { "--tables", "bad_db.nope:x.y" }, "bad_db%.nope does not exist" },
-      { "bad regex", { "--level", "database", "--databases", "bad_db", "--exclude", "a(b" }, "exclude.*invalid regex" },
+      { "unreachable source", { "--source-uri", dead, "--tables", "bad_db.t" }, "cannot connect to %a+ root@127%.0%.0%.1:1", 1 },
+      { "unreachable sink", { "--sink-uri", dead, "--tables", "bad_db.t" }, "cannot connect to %a+ root@127%.0%.0%.1:1", 1 },
+      { "missing table", { "--tables", "bad_db.nope:x.y" }, "bad_db%.nope does not exist", 2 },
+      { "bad regex", { "--level", "database", "--databases", "bad_db", "--exclude", "a(b" }, "exclude.*invalid regex", 2 },
       { "end-ts before start-ts", { "--tables", "bad_db.t", "--start-ts", "2024-01-02 00:00:00",
-        "--end-ts", "2024-01-01 00:00:00" }, "end%-ts.*later than %-%-start%-ts" },
-      { "bad timestamp", { "--tables", "bad_db.t", "--start-ts", "yesterday" }, "start%-ts 'yesterday' is not a timestamp" },
-      { "unknown sink-type", { "--tables", "bad_db.t", "--sink-type", "oracle" }, "sink%-type 'oracle' is not supported" },
-      { "max-sql-length too small", { "--tables", "bad_db.t", "--max-sql-length", "100" }, "max%-sql%-length" },
+        "--end-ts", "2024-01-01 00:00:00" }, "end%-ts.*later than %-%-start%-ts", 2 },
+      { "bad timestamp", { "--tables", "bad_db.t", "--start-ts", "yesterday" }, "start%-ts 'yesterday' is not a timestamp", 2 },
+      { "unknown sink-type", { "--tables", "bad_db.t", "--sink-type", "oracle" }, "sink%-type 'oracle' is not supported", 2 },
+      { "max-sql-length too small", { "--tables", "bad_db.t", "--max-sql-length", "100" }, "max%-sql%-length", 2 },
       { "max-sql-length above max_allowed_packet", { "--tables", "bad_db.t", "--max-sql-length", "1073741824" },
-        "max_allowed_packet" },
-      { "bad error-handle-option", { "--tables", "bad_db.t", "--error-handle-option", "retry" }, "stop or ignore" },
-      { "unknown flag", { "--tables", "bad_db.t", "--exlude", "x" }, "does not take %-%-exlude" },
+        "max_allowed_packet", 1 }, -- the sink's setting, read from the server: a runtime error
+      { "bad error-handle-option", { "--tables", "bad_db.t", "--error-handle-option", "retry" }, "stop or ignore", 2 },
+      { "unknown flag", { "--tables", "bad_db.t", "--exlude", "x" }, "does not take %-%-exlude", 2 },
     }
     for i, c in ipairs(cases) do
       local args = { "create", "--task-name", "bad" .. i, "--source-uri", src.uri, "--sink-uri", sink.uri }
       for _, x in ipairs(c[2]) do args[#args + 1] = x end
       -- the case's own --source-uri / --sink-uri come later and win
       local rc, _, err = task(args)
-      assert.is_true(rc ~= 0, c[1] .. ": exit code 0")
+      assert.equals(c[4], rc, c[1] .. ": " .. err)
       assert.is_true(cli.one_line(err), c[1] .. ": not one line: " .. err)
       assert.matches(c[3], err, nil, false, c[1])
     end
@@ -180,7 +180,7 @@ mdb.describe("mocdc task: lifecycle, options and refusals (issue 4)", function()
     -- no password at all: refused, one line
     local rc, _, err = task({ "create", "--task-name", "pw_none", "--source-uri", nopw_src, "--sink-uri", nopw_sink,
       "--tables", "pw_db.t:pw_none.t" })
-    assert.is_true(rc ~= 0)
+    assert.equals(1, rc, err)
     assert.is_true(cli.one_line(err), err)
     assert.matches("Access denied", err)
     local want = { { "1", "a" }, { "2", "b" }, { "3", "c" } }
