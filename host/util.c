@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -215,6 +216,53 @@ static int l_peak_rss_kb(lua_State *L) {
   return 1;
 }
 
+/* lock(path, holder): an exclusive flock(2) on path (created 0644, close-on-exec
+ * so spawned children never hold it), without waiting. On success the file's
+ * content becomes `holder` (who holds it, for the error of the next one) and a
+ * "mocdc.lock" handle is returned; the lock lasts until handle:close() or its
+ * __gc, or the process ends. Held elsewhere: nil, msg, EWOULDBLOCK. */
+#define LOCK_MT "mocdc.lock"
+typedef struct { int fd; } file_lock;
+
+static int l_lock(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t hn;
+  const char *holder = luaL_checklstring(L, 2, &hn);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return mocdc_push_fail(L, strerror(errno), errno, NULL);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    return mocdc_push_fail(L, e == EWOULDBLOCK ? "locked by another process" : strerror(e), e, NULL);
+  }
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, holder, hn, 0) != (ssize_t)hn) {
+    int e = errno;
+    close(fd); /* releases the lock */
+    return mocdc_push_fail(L, strerror(e), e, NULL);
+  }
+  file_lock *lk = (file_lock *)lua_newuserdata(L, sizeof *lk);
+  lk->fd = fd;
+  luaL_getmetatable(L, LOCK_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* close() and __gc: idempotent. */
+static int l_lock_close(lua_State *L) {
+  file_lock *lk = (file_lock *)luaL_checkudata(L, 1, LOCK_MT);
+  if (lk->fd >= 0) {
+    close(lk->fd);
+    lk->fd = -1;
+  }
+  return 0;
+}
+
+static int l_lock_tostring(lua_State *L) {
+  file_lock *lk = (file_lock *)luaL_checkudata(L, 1, LOCK_MT);
+  lua_pushstring(L, lk->fd >= 0 ? "mocdc.lock: held" : "mocdc.lock: (released)");
+  return 1;
+}
+
 int luaopen_mocdc_util_lib(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"now", l_now},           {"mono", l_mono},
@@ -226,8 +274,13 @@ int luaopen_mocdc_util_lib(lua_State *L) {
       {"kill", l_kill},         {"spawn", l_spawn},
       {"truncate", l_truncate}, {"file_size", l_file_size},
       {"exe_path", l_exe_path}, {"peak_rss_kb", l_peak_rss_kb},
+      {"lock", l_lock},
       {NULL, NULL}};
+  static const luaL_Reg lock_methods[] = {{"close", l_lock_close}, {NULL, NULL}};
+  mocdc_class(L, LOCK_MT, lock_methods, l_lock_close, l_lock_tostring);
   lua_newtable(L);
   luaL_register(L, NULL, fns);
+  lua_pushinteger(L, EWOULDBLOCK);
+  lua_setfield(L, -2, "EWOULDBLOCK");
   return 1;
 }

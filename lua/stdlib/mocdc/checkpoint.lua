@@ -13,6 +13,8 @@
 --   store:keys([prefix])        --> sorted array of keys
 --   store:items([prefix])       --> { key = value } for keys starting with prefix
 --   store:close()               -- idempotent; __gc closes too
+--   lk = checkpoint.lock_location(dir, holder)  -- one writer per location: <dir>/lock (flock);
+--     nil, "in use by <holder of the running one>", util.EWOULDBLOCK when held; lk:close() releases
 local lib = require("mocdc.checkpoint.lib")
 local util = require("mocdc.util.lib")
 
@@ -45,6 +47,29 @@ function M.open_location(location)
     error("bad argument #1 to 'open_location' (directory expected, got " .. type(location) .. ")", 2)
   end
   return M.open(location:gsub("/+$", "") .. "/" .. M.FILE_NAME)
+end
+
+-- One writer per checkpoint location: an exclusive lock on <location>/lock
+-- whose content names the holder (pid, host, since when) for the error of the
+-- next one. Released by lk:close(), its __gc, or the end of the process.
+M.LOCK_NAME = "lock"
+
+function M.lock_location(location, holder)
+  local dir = location:gsub("/+$", "")
+  if not util.exists(dir) then
+    local ok, err = util.mkdir_p(dir)
+    if not ok then return nil, "cannot create " .. dir .. ": " .. err end
+  end
+  local path = dir .. "/" .. M.LOCK_NAME
+  local lk, err, code = util.lock(path, holder)
+  if lk then return lk end
+  if code == util.EWOULDBLOCK then
+    local f = io.open(path, "rb")
+    local who = f and f:read("*a") or ""
+    if f then f:close() end
+    return nil, "in use by " .. (who ~= "" and who or "another process"), code
+  end
+  return nil, "cannot lock " .. path .. ": " .. tostring(err), code
 end
 
 return M

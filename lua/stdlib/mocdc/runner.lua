@@ -36,11 +36,59 @@ function M.open_sink(job, name)
     onDeadLetter = o.onDeadLetter })
 end
 
+M.HOST = (function()
+  local fh = io.open("/proc/sys/kernel/hostname")
+  local h = fh and fh:read("*l")
+  if fh then fh:close() end
+  return h or os.getenv("HOSTNAME") or "localhost"
+end)()
+
+-- Who this process is, in the lock file and the sink's writer row.
+function M.whoami()
+  return string.format("mocdc pid %d on host %s (since %s)", util.getpid(), M.HOST, log.timestamp())
+end
+
+-- The checkpoint store of a run, locked for it: a stream has one writer, and
+-- a second run with the same checkpointLocation is refused naming the first.
+-- (A run with another checkpointLocation takes the stream over at the sink:
+-- see sink/mysql.lua, claim.) The store's close() also releases the lock.
+local Locked = {}
+function Locked.__index(self, k)
+  local f = self.store[k]
+  if type(f) ~= "function" then return f end
+  local m = function(_, ...) return f(self.store, ...) end
+  rawset(self, k, m)
+  return m
+end
+
 function M.open_store(job, name)
   local dir = job.opts.checkpointLocation or (home() .. "/pipelines/" .. name)
+  local lk, lerr, code = checkpoint.lock_location(dir, M.whoami())
+  if not lk and code == util.EWOULDBLOCK then
+    errors.raise(string.format("checkpointLocation %s is %s: a stream has one writer; stop that run first, " ..
+      "or give this one its own checkpointLocation", dir, lerr))
+  elseif not lk then
+    errors.raise(string.format("checkpointLocation %s: %s", dir, lerr), 2)
+  end
   local store, err = checkpoint.open_location(dir)
-  if not store then errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2) end
-  return store, dir
+  if not store then
+    lk:close()
+    errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2)
+  end
+  local locked = setmetatable({ store = store, lock = lk }, Locked)
+  locked.close = function()
+    store:close()
+    lk:close()
+  end
+  return locked, dir
+end
+
+-- Make this run the writer of the stream at the sink (after open_store took
+-- the checkpoint lock), creating the watermark tables. Sinks that keep their
+-- state in the checkpoint store (file) are covered by its lock alone.
+function M.claim(sink, dir)
+  if sink.claim then sink:claim(M.whoami() .. ", checkpointLocation " .. dir)
+  else sink:ensure_watermark() end
 end
 
 function M.run_snapshot(job, ctx, run_opts)
@@ -53,7 +101,7 @@ function M.run_snapshot(job, ctx, run_opts)
     local list = src:tables()
     -- validate every table before the first write
     for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
-    sink:ensure_watermark()
+    M.claim(sink, dir)
     local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = src.position })
     local summary = {}
     for _, t in ipairs(list) do

@@ -199,12 +199,7 @@ local function worker_alive(pid, id)
 end
 M.worker_alive = worker_alive
 
-local HOST = (function()
-  local fh = io.open("/proc/sys/kernel/hostname")
-  local h = fh and fh:read("*l")
-  if fh then fh:close() end
-  return h or os.getenv("HOSTNAME") or "localhost"
-end)()
+local HOST = require("mocdc.runner").HOST
 
 -- Is the worker a status names alive? A worker on another host (a shared
 -- --state-uri store) cannot be checked from here: its own report stands.

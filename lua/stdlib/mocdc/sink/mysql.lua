@@ -149,7 +149,64 @@ function Sink:ensure_watermark()
       "adding sink_table to the key of " .. self.wm_db .. ".watermark")
     log.info("watermark table %s.watermark: rows are now per (pipeline, source table, sink table)", self.wm_db)
   end
+  self:exec("CREATE TABLE IF NOT EXISTS " .. schema.qname(self.wm_db, "writer") .. [[ (
+  pipeline VARCHAR(128) NOT NULL,
+  epoch BIGINT NOT NULL,
+  owner VARCHAR(1024) NOT NULL,
+  active TINYINT NOT NULL,
+  since DATETIME(6) NOT NULL,
+  PRIMARY KEY (pipeline))]], "creating the writer table")
   self.wm_ready = true
+end
+
+-- One writer per stream. claim(who) makes this run the stream's writer: the
+-- pipeline's row in mocdc.writer gets a new epoch and names `who`. Every sink
+-- transaction then starts by locking that row and checking the epoch
+-- (check_writer), so once a second run (another checkpointLocation, another
+-- host) has claimed the stream, the older run's next transaction fails before
+-- it writes anything; the claim waits for a transaction of the older run that
+-- is under way, so it sees everything that one committed.
+function Sink:claim(who)
+  self:ensure_watermark()
+  local wt, p = schema.qname(self.wm_db, "writer"), "'" .. self.c:escape(self.pipeline) .. "'"
+  self:exec("START TRANSACTION", "claiming the stream")
+  local ok, err = pcall(function()
+    local prev = self:query("SELECT epoch, owner, active FROM " .. wt .. " WHERE pipeline = " .. p .. " FOR UPDATE",
+      "claiming the stream")[1]
+    local epoch = prev and (tonumber(prev[1]) + 1) or 1
+    local owner = "'" .. self.c:escape(who) .. "'"
+    if prev then
+      self:exec("UPDATE " .. wt .. " SET epoch = " .. epoch .. ", owner = " .. owner .. ", active = 1, " ..
+        "since = UTC_TIMESTAMP(6) WHERE pipeline = " .. p, "claiming the stream")
+    else
+      self:exec("INSERT INTO " .. wt .. " (pipeline, epoch, owner, active, since) VALUES (" .. p .. ", " .. epoch ..
+        ", " .. owner .. ", 1, UTC_TIMESTAMP(6))", "claiming the stream")
+    end
+    self:exec("COMMIT", "claiming the stream")
+    if prev and tostring(prev[3]) == "1" then
+      log.warn("stream '%s' on sink %s: taking over from %s (writer epoch %d); its next sink transaction fails",
+        self.pipeline, self.c.label, tostring(prev[2]), epoch)
+    end
+    self.epoch = epoch
+  end)
+  if not ok then
+    pcall(self.c.exec, self.c, "ROLLBACK")
+    error(err, 0)
+  end
+end
+
+-- Inside the open transaction: is this run still the stream's writer?
+function Sink:check_writer()
+  local r = self:query("SELECT epoch, owner FROM " .. schema.qname(self.wm_db, "writer") .. " WHERE pipeline = '" ..
+    self.c:escape(self.pipeline) .. "' FOR UPDATE", "checking the stream's writer")[1]
+  local mine = self.epoch
+  if r and tonumber(r[1]) == mine then return end
+  self:rollback()
+  self.epoch = nil -- not ours any more: close() leaves the row alone
+  errors.raise(string.format("stream '%s' on sink %s was taken over by %s (writer epoch %s, this run had %d): " ..
+    "this run stops without writing more; a stream has one writer — stop the other run before starting this one again",
+    self.pipeline, self.c.label, r and tostring(r[2]) or "nobody (its writer row was removed: task restart/drop?)",
+    r and tostring(r[1]) or "none", mine))
 end
 
 -- The watermark row of one source table written to one sink table, or nil.
@@ -182,18 +239,23 @@ end
 
 -- A table without a key cannot resume a partial copy: empty it first.
 function Sink:clear_table(t)
+  self:begin()
   self:exec("DELETE FROM " .. schema.qname(t.dst_db, t.dst_table), "clearing " .. t.dst_db .. "." .. t.dst_table)
+  self:commit()
 end
 
 function Sink:delete_watermarks()
   self:ensure_watermark()
   self:exec("DELETE FROM " .. schema.qname(self.wm_db, "watermark") .. " WHERE pipeline = '" ..
     self.c:escape(self.pipeline) .. "'", "deleting watermarks")
+  self:exec("DELETE FROM " .. schema.qname(self.wm_db, "writer") .. " WHERE pipeline = '" ..
+    self.c:escape(self.pipeline) .. "'", "deleting the writer row")
 end
 
 function Sink:begin()
   self:exec("START TRANSACTION", "START TRANSACTION")
   self.in_txn = true
+  if self.epoch then self:check_writer() end
 end
 
 function Sink:commit()
@@ -418,6 +480,12 @@ function Sink:apply_one_by_one(t, b, opts)
 end
 
 function Sink:close()
+  if self.c and self.epoch then
+    -- a clean end: the next run claims the stream without a takeover warning
+    pcall(self.c.exec, self.c, "UPDATE " .. schema.qname(self.wm_db, "writer") .. " SET active = 0 WHERE pipeline = '" ..
+      self.c:escape(self.pipeline) .. "' AND epoch = " .. self.epoch)
+    self.epoch = nil
+  end
   if self.c then self.c:close() end
 end
 

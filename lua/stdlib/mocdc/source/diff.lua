@@ -936,7 +936,9 @@ function M.setup(job, ctx, src, opened, need_sql_sink, before_engine)
   local sink = runner.open_sink(job, ctx.name)
   opened.sink = sink
   if not sink.apply_batch or not sink.c then errors.raise(need_sql_sink, 2) end
-  opened.store = runner.open_store(job, ctx.name)
+  local dir
+  opened.store, dir = runner.open_store(job, ctx.name)
+  runner.claim(sink, dir)
   local opts = {}
   for k, v in pairs(job.stream.source.opts) do opts[k] = v end
   for k, v in pairs(job.opts) do opts[k] = v end
@@ -946,7 +948,6 @@ function M.setup(job, ctx, src, opened, need_sql_sink, before_engine)
   local eng = M.new({ src = src, sink = sink, opts = opts, transforms = job.stream.transforms,
     hooks = { should_stop = ctx.should_stop } })
   for _, t in ipairs(list) do eng:prepare(t) end
-  sink:ensure_watermark()
   eng:ensure_state_table()
   return sink, opened.store, list, eng
 end
