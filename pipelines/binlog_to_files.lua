@@ -12,7 +12,8 @@
 --
 -- Variables (--set): host, port, userName, password (or MOCDC_SOURCE_PASSWORD),
 -- bingLogNamePrefix, binlogIndex, binlogFileOffset, databaseNamePattern,
--- tableNamePattern, path, idCols, duration, checkpointLocation — defaults as in the seed.
+-- tableNamePattern, path, idCols, duration, checkpointLocation — defaults as in the seed;
+-- mergeSchema ("true": DDL on a matching table is recorded, {"op":"ddl",...}, instead of stopping).
 -- Without binlogIndex the pipeline first writes a consistent snapshot of the
 -- tables (records with "snapshot": true), then streams from that position.
 set { streamName = "binlog" }
@@ -34,4 +35,5 @@ save.append(table1, "file://" .. var("path", "/tmp/binlog1/{db}/{table}"), {
   idCols = var("idCols", "id"),
   duration = var("duration", "5"),
   checkpointLocation = var("checkpointLocation", "/tmp/cpl-binlog"),
+  mergeSchema = vars.mergeSchema, -- "true": source DDL becomes {"op":"ddl",...} records (default: DDL stops)
 })

@@ -109,7 +109,7 @@ local MATRIX = {
   { "target", "sink", ALL4(S.file) },
   { "checkpointLocation", "sink", ALL4(S.cp) },
   { "maxSqlLength", "sink", ALL4(S.maxsql), { "mysql" } },
-  { "mergeSchema", "sink", { binlog = S.ddl }, { "mysql" } },
+  { "mergeSchema", "sink", { binlog = S.ddl } },
   { "duration", "sink", { binlog = S.file, ["snapshot+duration"] = S.diff, matrixone = S.mopipe } },
   { "flushInterval", "sink", { binlog = S.bl } },
   { "sendSqlTimeout", "sink", ALL4(S.maxsql), { "mysql" } },

@@ -518,25 +518,14 @@ function Runner:handle_ddl(ev, cur)
       first.db, first.table, where, (ev.sql or ""):gsub("%s+", " "):sub(1, 200)))
   end
   for _, x in ipairs(hit) do
-    local t = self.by_name[x.db .. "\0" .. x.table]
-    local dst = schema.qname(t.dst_db, t.dst_table)
-    local sql
-    if x.verb == "ALTER" then sql = "ALTER TABLE " .. dst .. x.rest
-    elseif x.verb == "TRUNCATE" then sql = "TRUNCATE TABLE " .. dst
-    elseif x.verb == "DROP" then sql = "DROP TABLE IF EXISTS " .. dst
-    elseif x.verb == "CREATE" then sql = "CREATE TABLE IF NOT EXISTS " .. dst .. x.rest
-    elseif x.verb == "RENAME" then
+    if x.verb == "RENAME" then
       errors.raise(string.format("source DDL RENAME TABLE %s.%s at %s: renaming a synced table is not supported; " ..
         "re-run the pipeline with the new name and a full copy", x.db, x.table, where))
     end
-    if sql then
-      local n, err, code = self.sink.c:exec(sql)
-      -- already applied before a crash: duplicate column/key, unknown column/key, table exists
-      if not n and not ({ [1060] = 1, [1061] = 1, [1091] = 1, [1050] = 1, [1054] = 1 })[code] then
-        errors.raise(string.format("applying source DDL to sink table %s.%s failed: %s (statement: %s)",
-          t.dst_db, t.dst_table, err, sql))
-      end
-      log.info("applied source DDL to %s.%s: %s", t.dst_db, t.dst_table, sql)
+  end
+  for _, x in ipairs(hit) do
+    local t = self.by_name[x.db .. "\0" .. x.table]
+    if self.sink:apply_ddl(t, x, ev) then
       -- a generated column added or changed: never written from now on
       local _, gen, set = schema.split_generated(schema.columns(self.src.c, t.src_db, t.src_table))
       t.generated, t.generated_set = gen, set

@@ -51,7 +51,7 @@ M.SUPPORTED = {
   serverId = opt("source", { "binlog" }), heartbeat = opt("source", { "binlog" }),
   heartbeatInterval = opt("source", { "binlog" }), maxTxnRows = opt("source", { "binlog" }),
   flushInterval = opt("sink", { "binlog" }),
-  mergeSchema = opt("sink", { "binlog" }, SQL_SINK), -- the file sink has no DDL records yet (issue 10)
+  mergeSchema = opt("sink", { "binlog" }), -- the file sink writes DDL records
   -- snapshot diffing (load.snapshot + duration, and the chunk fallback of load.matrixone)
   duration = opt("both", { "binlog", "snapshot+duration", "matrixone" }), -- makes load.snapshot snapshot+duration
   syncInterval = opt("both", DIFF, SQL_SINK),

@@ -6,6 +6,7 @@
 --   {"op":"update","db":"d","table":"t","key":{"id":"4"},"before":{...},"after":{...},
 --    "pos":{"file":"mysql-bin.000001","pos":1234},"ts":1730203200}
 -- Values are strings in MySQL text form (NULL = null); BINARY/BLOB/BIT values are "0x<hex>".
+-- With mergeSchema, source DDL on the table is a record too (see Sink:apply_ddl).
 -- Commit = flush + fsync every file, then record the files' lengths and the
 -- watermarks in the checkpoint store in one SQLite transaction. On restart,
 -- bytes written after the last commit are cut off, so no record is doubled.
@@ -160,6 +161,19 @@ function Sink:write(t, b, ev)
   local ok, err = e.f:write(table.concat(parts, "\n"))
   if not ok then errors.raise(string.format("file sink: writing %s failed: %s (disk full?)", e.path, err)) end
   e.dirty = true
+end
+
+-- Source DDL on table t (mergeSchema): one schema-change record, committed
+-- with the watermark that follows it:
+--   {"op":"ddl","db":"d","table":"t","verb":"ALTER","sql":"ALTER TABLE d.t ADD ...","pos":{...},"ts":...}
+function Sink:apply_ddl(t, x, ev)
+  local e = self.files[t.dst_db .. "." .. t.dst_table]
+  local rec = cjson.encode({ op = "ddl", db = t.src_db, table = t.src_table, verb = x.verb, sql = ev.sql,
+    pos = { file = ev.file, pos = ev.pos }, ts = ev.ts })
+  local ok, err = e.f:write(rec, "\n")
+  if not ok then errors.raise(string.format("file sink: writing %s failed: %s (disk full?)", e.path, err)) end
+  e.dirty = true
+  return true
 end
 
 function Sink:apply_batch(b, t) self:write(t, b, nil) end

@@ -296,6 +296,29 @@ function Sink:prepare_table(t, names_only, skip_compare)
   return dst_cols
 end
 
+-- Apply one source DDL statement on table t (mergeSchema) to its sink table:
+-- x = {verb = ALTER | TRUNCATE | DROP | CREATE, rest = what follows the name}
+-- (cdc.ddl_targets). Returns true when a statement ran.
+local DDL_DONE = { [1060] = 1, [1061] = 1, [1091] = 1, [1050] = 1, [1054] = 1 }
+function Sink:apply_ddl(t, x)
+  local dst = schema.qname(t.dst_db, t.dst_table)
+  local sql
+  if x.verb == "ALTER" then sql = "ALTER TABLE " .. dst .. x.rest
+  elseif x.verb == "TRUNCATE" then sql = "TRUNCATE TABLE " .. dst
+  elseif x.verb == "DROP" then sql = "DROP TABLE IF EXISTS " .. dst
+  elseif x.verb == "CREATE" then sql = "CREATE TABLE IF NOT EXISTS " .. dst .. x.rest
+  else return false end
+  self:reap()
+  local n, err, code = self.c:exec(sql)
+  -- already applied before a crash: duplicate column/key, unknown column/key, table exists
+  if not n and not DDL_DONE[code] then
+    errors.raise(string.format("applying source DDL to sink table %s.%s failed: %s (statement: %s)",
+      t.dst_db, t.dst_table, err, sql), code)
+  end
+  log.info("applied source DDL to %s.%s: %s", t.dst_db, t.dst_table, sql)
+  return true
+end
+
 -- LOAD DATA statement for a table: BIT columns go through a user variable.
 function Sink:load_sql(t)
   local cols, sets = {}, {}
