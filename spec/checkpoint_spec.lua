@@ -127,29 +127,32 @@ describe("mocdc.checkpoint", function()
     store:close()
   end)
 
-  -- Another process holds the write lock (BEGIN IMMEDIATE) for `hold` seconds;
-  -- returns once the lock is held.
-  local function hold_lock(path, hold)
-    local sql, marker = dir .. "/lock.sql", dir .. "/locked"
+  local eventually = require("spec.support.cli").eventually
+
+  -- Another process holds the write lock (BEGIN IMMEDIATE) until the returned
+  -- release() is called (at most 30 s); returns once the lock is held.
+  local function hold_lock(path)
+    local sql, marker, release = dir .. "/lock.sql", dir .. "/locked", dir .. "/release"
     os.remove(marker)
+    os.remove(release)
     local f = assert(io.open(sql, "w"))
     f:write("BEGIN IMMEDIATE;\nINSERT INTO kv VALUES('x','y');\n.shell touch '", marker, "'\n",
-      ".shell sleep ", hold, "\nCOMMIT;\n")
+      ".shell i=0; while [ ! -e '", release, "' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\nCOMMIT;\n")
     f:close()
     os.execute("sqlite3 '" .. path .. "' <'" .. sql .. "' >/dev/null 2>&1 &")
-    local deadline = util.mono() + 10
-    while not util.exists(marker) and util.mono() < deadline do util.sleep(0.01) end
-    assert.is_true(util.exists(marker), "the sqlite3 lock holder did not start")
+    eventually(function() return util.exists(marker) end, 10, "the sqlite3 lock holder to hold the lock")
+    return function(after) os.execute("(sleep " .. (after or 0) .. "; touch '" .. release .. "') &") end
   end
 
   it("waits for a concurrent writer (busy_timeout)", function()
     local path = dir .. "/checkpoint.db"
     local store = assert(checkpoint.open(path))
     assert.is_true(store:set("a", "1"))
-    hold_lock(path, 0.3)
-    local t0 = util.mono()
+    local release = hold_lock(path)
+    -- without a busy timeout this fails at once with "database is locked" (the lock is held
+    -- until the release, 0.3 s from now)
+    release(0.3)
     assert.is_true(store:set_many({ a = "2" }))
-    assert.is_true(util.mono() - t0 >= 0.2)
     assert.are.same({ a = "2", x = "y" }, store:items())
     store:close()
   end)
@@ -158,12 +161,15 @@ describe("mocdc.checkpoint", function()
     local path = dir .. "/checkpoint.db"
     local store = assert(checkpoint.open(path, 100))
     assert.is_true(store:set("a", "1"))
-    hold_lock(path, 0.6)
-    assert.are.same({ nil, "checkpoint set_many: database is locked", 5 }, { store:set_many({ a = "2" }) })
-    assert.are.same({ nil, "checkpoint set: database is locked", 5 }, { store:set("a", "2") })
-    assert.are.equal("1", store:get("a")) -- readers are not blocked in WAL mode
-    local deadline = util.mono() + 10
-    repeat util.sleep(0.05) until store:set_many({ a = "3" }) or util.mono() > deadline
+    local release = hold_lock(path) -- held until release(), however slow this process is
+    local r1 = { store:set_many({ a = "2" }) }
+    local r2 = { store:set("a", "2") }
+    local a = store:get("a") -- readers are not blocked in WAL mode
+    release()
+    assert.are.same({ nil, "checkpoint set_many: database is locked", 5 }, r1)
+    assert.are.same({ nil, "checkpoint set: database is locked", 5 }, r2)
+    assert.are.equal("1", a)
+    eventually(function() return store:set_many({ a = "3" }) end, 10, "the write after the lock's release")
     assert.are.same({ a = "3", x = "y" }, store:items())
     store:close()
   end)
@@ -216,19 +222,18 @@ describe("mocdc.checkpoint", function()
       path, ackf, util.exe_path(), root, dir)))
     assert.is_number(pid)
     -- let it commit a good number of transactions, then kill it mid-flight
-    local deadline = util.mono() + 10
     local acked = 0
-    repeat
-      util.sleep(0.05)
+    local ok, err = pcall(eventually, function()
       local f = io.open(ackf)
       if f then
         for l in f:lines() do acked = tonumber(l) or acked end
         f:close()
       end
-    until acked >= 20 or util.mono() > deadline
+      return acked >= 20
+    end, 10, "20 acknowledged transactions")
     assert.is_true(util.kill(pid, 9))
-    repeat util.sleep(0.02) until not alive(pid)
-    assert.is_true(acked >= 20, "child committed only " .. acked .. ": " .. sh("cat '" .. dir .. "/child.log'"))
+    eventually(function() return not alive(pid) end, 10, "the writer to die")
+    assert(ok, tostring(err) .. ": " .. sh("cat '" .. dir .. "/child.log'"))
     for l in io.lines(ackf) do acked = tonumber(l) or acked end
 
     local store = assert(checkpoint.open(path))
