@@ -58,6 +58,29 @@ mdb.describe("issue 9: exit codes of configuration and runtime errors", function
       expect(2, string.format("source table nodb.t does not exist on root@127.0.0.1:%d (check tables = \"nodb.t\")",
         src.port), run("full_copy.lua", { "source_uri=" .. src.uri, "sink_uri=" .. sink.uri, "tables=nodb.t" }))
     end)
+    it("exits 2 on a sink table that differs, an idCols naming no column, a source without a row binlog, " ..
+      "a bad maxSqlLength", function()
+      sink:sql("DROP DATABASE IF EXISTS sd; CREATE DATABASE sd; CREATE TABLE sd.t (id BIGINT PRIMARY KEY)")
+      expect(2, "schema mismatch: column 'id' is int(11) in d.t but bigint(20) in sink table sd.t; make the sink " ..
+        "table match the source, or drop it and mocdc will create it",
+        run("full_copy.lua", { "source_uri=" .. src.uri, "sink_uri=" .. sink.uri, "tables=d.t:sd.t" }))
+      src:sql("CREATE TABLE IF NOT EXISTS d.nk (a INT, b INT)")
+      expect(2, "key column 'nope' is not a column of d.nk (check idCols)",
+        run("binlog_to_mysql.lua", { "source_uri=" .. src.uri, "sink_uri=" .. sink.uri, "tables=d.nk:sd.nk",
+          "idCols=nope", "checkpoint=" .. home .. "/cp-id" }))
+      expect(2, string.format("source root@127.0.0.1:%d has log_bin=OFF; the binlog source needs log_bin=ON and " ..
+        "binlog_format=ROW (add log_bin and binlog_format=ROW to my.cnf and restart), or use load.snapshot", sink.port),
+        run("binlog_to_mysql.lua", { "source_uri=" .. sink.uri, "sink_uri=" .. sink.uri, "tables=sd.t:sd2.t",
+          "checkpoint=" .. home .. "/cp-nolog" }))
+      local p = home .. "/msl.lua"
+      local f = assert(io.open(p, "w"))
+      f:write('save.append(load.snapshot { uri = var "source_uri", tables = "d.t:sd3.t" }, var "sink_uri", ' ..
+        '{ maxSqlLength = var "msl" })\n')
+      f:close()
+      local rc, out, err = cli.run({ "run", p, "--once", "--set", "source_uri=" .. src.uri, "--set",
+        "sink_uri=" .. sink.uri, "--set", "msl=12" }, { env = { MOCDC_HOME = home } })
+      expect(2, "maxSqlLength '12' is not a byte count >= 1024", rc, out, err)
+    end)
     it("exits 1 when a server cannot be reached", function()
       expect(1, string.format("cannot connect to source root@127.0.0.1:%d: Can't connect to server on '127.0.0.1' " ..
         "(111 \"Connection refused\")", closed_port),
@@ -83,6 +106,15 @@ mdb.describe("issue 9: exit codes of configuration and runtime errors", function
         create(src.uri, "d.t", { "--exclude", "(" }))
       expect(2, string.format("source table d.nope does not exist on root@127.0.0.1:%d (check tables = \"d.nope\")",
         src.port), create(src.uri, "d.nope"))
+    end)
+    it("exits 2 on --no-full against a source without a row binlog", function()
+      sink:sql("CREATE DATABASE IF NOT EXISTS sd; CREATE TABLE IF NOT EXISTS sd.t (id BIGINT PRIMARY KEY)")
+      n = n + 1
+      local rc, out, err = cli.run({ "task", "create", "--task-name", "t" .. n, "--source-uri", sink.uri,
+        "--sink-uri", src.uri, "--level", "table", "--tables", "sd.t:sd4.t", "--no-full" },
+        { env = { MOCDC_HOME = home } })
+      expect(2, string.format("source root@127.0.0.1:%d has no row binlog (log_bin=ON and binlog_format=ROW are " ..
+        "needed): --no-full, --start-ts and --end-ts need one", sink.port), rc, out, err)
     end)
     it("exits 1 when the source cannot be reached", function()
       expect(1, string.format("cannot connect to source root@127.0.0.1:%d: Can't connect to server on '127.0.0.1' " ..

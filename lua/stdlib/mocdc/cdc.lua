@@ -35,15 +35,15 @@ function M.check_binlog_settings(c)
   local lbl = c.label
   if tostring(r[1]) ~= "1" then
     errors.raise(string.format("source %s has log_bin=OFF; the binlog source needs log_bin=ON and binlog_format=ROW " ..
-      "(add log_bin and binlog_format=ROW to my.cnf and restart), or use load.snapshot", lbl))
+      "(add log_bin and binlog_format=ROW to my.cnf and restart), or use load.snapshot", lbl), 2)
   end
   if tostring(r[2]):upper() ~= "ROW" then
     errors.raise(string.format("source %s has binlog_format=%s; mocdc needs binlog_format=ROW " ..
-      "(SET GLOBAL binlog_format=ROW, or binlog_format=ROW in my.cnf)", lbl, tostring(r[2])))
+      "(SET GLOBAL binlog_format=ROW, or binlog_format=ROW in my.cnf)", lbl, tostring(r[2])), 2)
   end
   if tostring(r[3]):upper() ~= "FULL" then
     errors.raise(string.format("source %s has binlog_row_image=%s; mocdc needs binlog_row_image=FULL " ..
-      "(SET GLOBAL binlog_row_image=FULL)", lbl, tostring(r[3])))
+      "(SET GLOBAL binlog_row_image=FULL)", lbl, tostring(r[3])), 2)
   end
 end
 

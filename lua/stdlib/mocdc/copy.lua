@@ -80,7 +80,7 @@ function M.prepare(t, sink, transforms, skip_compare)
       for _, tr in ipairs(transforms) do
         if tr.kind == "rename" and tr.map[name] then name = tr.map[name] end
         if tr.kind == "drop" and tr.set[name] then
-          errors.raise(string.format("transform at %s drops key column '%s' of %s; keep key columns", tr.where, name, t.src_label))
+          errors.raise(string.format("transform at %s drops key column '%s' of %s; keep key columns", tr.where, name, t.src_label), 2)
         end
       end
       t.dst_key[#t.dst_key + 1] = name

@@ -420,7 +420,7 @@ function M.validate(cfg)
       end
     elseif cfg.no_full or cfg.start_ts or cfg.end_ts then
       errors.raise(string.format("source %s has no row binlog (log_bin=ON and binlog_format=ROW are needed): " ..
-        "--no-full, --start-ts and --end-ts need one", src.label))
+        "--no-full, --start-ts and --end-ts need one", src.label), 2)
     end
     local tables = require("mocdc.tables")
     local so = M.job_of(cfg).stream.source.opts

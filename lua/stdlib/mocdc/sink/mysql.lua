@@ -31,11 +31,11 @@ function M.open(uri, opts)
   if opts.maxSqlLength then
     local n = tonumber(opts.maxSqlLength)
     if not n or n < 1024 then
-      errors.raise(string.format("maxSqlLength '%s' is not a byte count >= 1024", tostring(opts.maxSqlLength)))
+      errors.raise(string.format("maxSqlLength '%s' is not a byte count >= 1024", tostring(opts.maxSqlLength)), 2)
     end
     if n > map then
       errors.raise(string.format("maxSqlLength %d is larger than the sink's max_allowed_packet %d; lower it or raise max_allowed_packet",
-        n, map))
+        n, map), 2)
     end
     limit = n
   end
@@ -281,7 +281,7 @@ function Sink:prepare_table(t, names_only, skip_compare)
   end
   if not schema.table_exists(self.c, t.dst_db, t.dst_table) then
     if not t.create_sql then
-      errors.raise(string.format("sink table %s does not exist and cannot be created from the source; create it first", label))
+      errors.raise(string.format("sink table %s does not exist and cannot be created from the source; create it first", label), 2)
     end
     self:exec(schema.sink_ddl(t.create_sql, t.dst_db, t.dst_table, self.dialect), "creating table " .. label)
     log.info("created sink table %s from %s", label, t.src_label)
@@ -290,7 +290,7 @@ function Sink:prepare_table(t, names_only, skip_compare)
   -- a table already streaming is compared by its DDL events, not by today's source schema
   local diff = not skip_compare and schema.compare(t.src_label, t.columns, label, dst_cols, names_only, t.generated)
   if diff then
-    errors.raise(string.format("schema mismatch: %s; make the sink table match the source, or drop it and mocdc will create it", diff))
+    errors.raise(string.format("schema mismatch: %s; make the sink table match the source, or drop it and mocdc will create it", diff), 2)
   end
   t.dst_columns = dst_cols
   return dst_cols

@@ -208,7 +208,7 @@ function Src:tables()
       local found
       for i, col in ipairs(copy) do if col.name:lower() == k:lower() then found = i end end
       if not found then
-        errors.raise(string.format("key column '%s' is not a column of %s (check idCols)", k, t.src_label))
+        errors.raise(string.format("key column '%s' is not a column of %s (check idCols)", k, t.src_label), 2)
       end
       t.key_idx[#t.key_idx + 1] = found
     end
