@@ -488,9 +488,11 @@ function M.worker(f)
     scan_every = tonumber(f["scan-interval"]) or 5,
     opts = { diffChunkRows = f["chunk-rows"], batchSize = f["batch-size"], leafRows = f["leaf-rows"],
       fullCheckInterval = f["full-check-interval"] },
-    ups = {}, stats = { iterations = 0, fenced = 0, errors = 0 },
+    ups = {}, stats = { iterations = 0, fenced = 0, errors = 0 }, locked = {}, locked_note = {},
   }, Worker)
   self.c = open_downstream(state_uri, "downstream")
+  -- a claim never waits long for a job row another worker holds (see claim)
+  if self.c.flavour ~= "matrixone" then must(self.c, "SET SESSION innodb_lock_wait_timeout = 1") end
   M.ensure_schema(self.c)
   return self
 end
@@ -597,11 +599,27 @@ function Worker:claim()
     if x[7] == "running" then due = lease_left < 0
     elseif x[7] == "pending" then due = true
     else due = age >= interval end
+    if due and (self.locked[x[1]] or 0) > util.mono() then due = false end
     if due then
-      local n = must(self.c, "UPDATE " .. M.TASKS .. " SET iteration_state = 'running', cn_uuid = " ..
+      local sql = "UPDATE " .. M.TASKS .. " SET iteration_state = 'running', cn_uuid = " ..
         lit(self.c, self.owner) .. ", iteration_lsn = iteration_lsn + 1, lease_until = UTC_TIMESTAMP(6) + INTERVAL " ..
         self.lease .. " SECOND, updated_at = UTC_TIMESTAMP(6) WHERE job_id = " .. x[1] .. " AND iteration_lsn = " ..
-        x[6] .. " AND iteration_state <> 'cancel'", "claiming a job")
+        x[6] .. " AND iteration_state <> 'cancel'"
+      local n, err, code = self.c:exec(sql)
+      if not n and (code == 1205 or code == 1213) then
+        -- the job row is locked by a transaction inside its fence (a worker
+        -- committing, maybe stalled there): it is that worker's job until it
+        -- commits or its connection goes; the others' jobs go on meanwhile
+        self.locked[x[1]] = util.mono() + self.lease
+        if self.locked_note[x[1]] ~= x[6] then
+          self.locked_note[x[1]] = x[6]
+          log.warn("subscription %s: %s.%s is locked by another worker's commit in progress; skipped for now", x[12],
+            x[3], x[4])
+        end
+        n = 0
+      elseif not n then
+        errors.raise(string.format("downstream %s: claiming a job failed: %s", self.c.label, tostring(err)), code)
+      end
       if n == 1 then
         return { id = x[1], task_id = x[2], db = x[3], table = x[4], table_id = x[5], lsn = tonumber(x[6]) + 1,
           upstream = x[10], interval = interval, name = x[12], took_over = x[7] == "running" }
