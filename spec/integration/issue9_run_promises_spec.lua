@@ -77,10 +77,10 @@ mdb.describe("issue 9: mocdc run / mocdc sql promises", function()
       "SELECT COUNT(*) FROM prdef.t2 UNION ALL SELECT COUNT(*) FROM prdef.t3"))
   end)
 
-  it(":drop{} leaves the column out of the sink table, through the full copy and the binlog", function()
+  it(":drop{} and :rename{} shape the sink table, through the full copy and the binlog", function()
     local p = script("drop", [[
       local s = load.binlog { uri = var "source_uri", tables = "pr.t:prdrop.t" }
-      save.append(s:drop { "secret" }, var "sink_uri", { checkpointLocation = var "checkpoint" })
+      save.append(s:drop { "secret" }:rename { note = "remark" }, var "sink_uri", { checkpointLocation = var "checkpoint" })
     ]])
     local sets = { "checkpoint=" .. home .. "/cp-drop" }
     ok_run(p, sets)
@@ -88,7 +88,7 @@ mdb.describe("issue 9: mocdc run / mocdc sql promises", function()
       assert.are.same(src:rows("SELECT id, status, note FROM pr.t ORDER BY id"),
         sink:rows("SELECT * FROM prdrop.t ORDER BY id"))
     end
-    assert.are.same({ { "id" }, { "status" }, { "note" } }, sink:rows("SELECT column_name FROM " ..
+    assert.are.same({ { "id" }, { "status" }, { "remark" } }, sink:rows("SELECT column_name FROM " ..
       "information_schema.columns WHERE table_schema = 'prdrop' AND table_name = 't' ORDER BY ordinal_position"))
     same()
     src:sql([[INSERT INTO pr.t VALUES (6, 'New', 's6', 'f');
