@@ -68,10 +68,14 @@ mdb.describe("snapshot diff: kill -9 mid-iteration (issue 9)", function()
     -- run the iteration and SIGKILL it once some of shop.k's changes are committed
     local watch = assert(require("mocdc.conn").open(sink.uri))
     local pid = cli.spawn({ "run", script, "--once" }, dir .. "/killed.log", env)
-    local seen = cli.eventually(function()
+    -- (polled every few ms, not eventually()'s 100 ms: the kill must land while pieces remain)
+    local seen
+    local deadline = util.mono() + 60
+    while not seen and util.mono() < deadline and cli.alive(pid) do
       local n = num(watch, "SELECT COUNT(*) FROM copy.k WHERE v < 0")
-      if n > 0 then util.kill(pid, 9) return n end
-    end, 60, "the first piece of shop.k's iteration")
+      if n > 0 then util.kill(pid, 9) seen = n else util.sleep(0.005) end
+    end
+    assert.is_truthy(seen, "no piece of shop.k's iteration was committed:\n" .. (io.open(dir .. "/killed.log"):read("*a")))
     assert.is_true(cli.wait(pid, 10), "mocdc run exits on SIGKILL")
     -- the kill landed mid-iteration: some but not all of the changes are in the sink
     local applied_updates = num(watch, "SELECT COUNT(*) FROM copy.k WHERE v < 0")
