@@ -30,7 +30,7 @@ function M.open_sink(job, name)
   end
   local dialect = o.sinkType or o.dialect or (kind == "matrixone" and "matrixone" or nil)
   return require("mocdc.sink.mysql").open(job.target, { pipeline = name, dialect = dialect,
-    maxSqlLength = o.maxSqlLength, password = o.password, sendSqlTimeout = o.sendSqlTimeout,
+    maxSqlLength = o.maxSqlLength, password = o.password, sendSqlTimeout = options.number(o, "sendSqlTimeout"),
     loadData = o.loadData, errorHandleOption = o.errorHandleOption,
     deadLetter = o.deadLetter or ((o.checkpointLocation or (home() .. "/pipelines/" .. name)) .. "/dead_letter.jsonl"),
     onDeadLetter = o.onDeadLetter })
