@@ -24,7 +24,8 @@ Pipelines (see README.md "Pipelines"):
   --set source_uri=mysql://user:pw@host:port  --set sink_uri=...  --set tables=db.t:db2.t2
 
 Options of run:
-  --set name=value   set a pipeline variable (visible to the script as var "name")
+  --set name=value   set a pipeline variable (visible to the script as var "name"; a name the
+                     script never reads is refused)
   --once             sync until the sink has caught up with the source, then exit 0
   --quiet            only errors on stderr
   --verbose          debug logging
