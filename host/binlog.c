@@ -2373,9 +2373,16 @@ static int l_open(lua_State *L) {
   mariadb_rpl_optionsv(s->rpl, MARIADB_RPL_FILENAME, file, strlen(file));
   mariadb_rpl_optionsv(s->rpl, MARIADB_RPL_START, (unsigned long)pos);
   mariadb_rpl_optionsv(s->rpl, MARIADB_RPL_SERVER_ID, (unsigned int)server_id);
+  /* a report host makes libmariadb register the replica (COM_REGISTER_SLAVE): the source's
+   * SHOW SLAVE HOSTS lists mocdc with its server_id, as it lists any replica */
+  mariadb_rpl_optionsv(s->rpl, MARIADB_RPL_HOST, "mocdc", (size_t)5);
   mariadb_rpl_optionsv(s->rpl, MARIADB_RPL_FLAGS, (unsigned int)(blocking ? 0 : MARIADB_RPL_BINLOG_DUMP_NON_BLOCK));
   if (mariadb_rpl_open(s->rpl) != 0) {
-    fetch_error(s, mysql_errno(s->my), mysql_error(s->my));
+    const char *em = mysql_error(s->my);
+    /* Connector/C reports a refused COM_REGISTER_SLAVE with the errno but a generic text */
+    if ((mysql_errno(s->my) == 1227 || mysql_errno(s->my) == 1045) && strstr(em, "Unknown or undefined error"))
+      em = "Access denied; you need the REPLICATION SLAVE privilege to register as a replica";
+    fetch_error(s, mysql_errno(s->my), em);
     snprintf(msg, sizeof msg, "%s", s->err);
     return open_fail(L, s, msg, mysql_errno(s->my));
   }

@@ -132,6 +132,9 @@ mdb.describe("binlog source options (issue 9)", function()
       return tonumber(src:rows("SELECT COUNT(*) FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%'")[1][1])
     end
     cli.eventually(function() return dumps() >= 1 and wm("sida") end, 30, "pipeline A streaming")
+    -- registered as a replica: the source lists it with that id
+    local hosts = src:rows("SHOW SLAVE HOSTS")
+    assert.same({ "4242", "mocdc" }, { hosts[1] and hosts[1][1], hosts[1] and hosts[1][2] })
     local f = io.open(loga):read("*a")
     assert.truthy(f:find("(server_id 4242)", 1, true), f)
     local pb = sh(args("sidb", "sid.t:sidb.t", { serverId = 4242, heartbeat = 1 }), logb)
