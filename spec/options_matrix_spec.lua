@@ -59,6 +59,7 @@ local S = {
 }
 
 local ALL4 = function(ref) return { snapshot = ref, binlog = ref, ["snapshot+duration"] = ref, matrixone = ref } end
+local INTERVAL = { "spec/options_matrix_spec.lua", "duration sets the diff interval given to load.* or save.append" }
 local DIFF2 = function(ref) return { ["snapshot+duration"] = ref, matrixone = ref } end
 
 -- option -> where it is given (source: load.*, sink: save.append), the source
@@ -81,6 +82,9 @@ local MATRIX = {
   { "chunkSize", "source", { snapshot = S.chunksize, binlog = S.chunk, ["snapshot+duration"] = S.chunk,
     matrixone = S.chunk } },
   { "batchSize", "source", ALL4(S.bisect) },
+  { "batchSize", "sink", DIFF2(S.bisect), { "mysql" } },
+  { "password", "sink", ALL4(S.hostport) },
+  { "duration", "source", { ["snapshot+duration"] = INTERVAL, matrixone = INTERVAL } },
   -- README "Binlog only" (and the pipelines' snapshotLock / startGtid)
   { "bingLogNamePrefix", "source", { binlog = S.start } },
   { "binlogIndex", "source", { binlog = S.start } },
@@ -195,6 +199,17 @@ describe("options matrix (issue 10)", function()
     assert.equals("option chunkSize is not supported by mysql sink", (check("snapshot", "mysql", "sink", "chunkSize")))
     assert.equals("option flushInterval is not supported by snapshot source",
       (check("snapshot", "mysql", "source", "flushInterval")))
+  end)
+
+  it("duration sets the diff interval given to load.* or save.append", function()
+    local interval = require("mocdc.source.diff").interval
+    assert.equals(7, interval({ stream = { source = { opts = { duration = "7" } } }, opts = {} }))
+    assert.equals(3, interval({ stream = { source = { opts = { duration = "7" } } }, opts = { duration = 3 } }))
+    assert.is_nil(interval({ stream = { source = { opts = {} } }, opts = {} }))
+    -- the MatrixOne runner and the snapshot-diff runner both take their interval from it
+    for _, f in ipairs({ "lua/stdlib/mocdc/source/diff.lua", "lua/stdlib/mocdc/source/matrixone.lua" }) do
+      assert.truthy(read(f):find("interval(job)", 1, true), f)
+    end
   end)
 
   it("host, port and userName make the source URI of every kind", function()

@@ -23,13 +23,16 @@ function M.truthy(v) return v == true or v == "true" or v == "1" or v == 1 or v 
 -- matrixone) whose engine reads it and the sink kinds (mysql, file) that honour
 -- it; M.check refuses anything else with one line, so no option is parsed and
 -- ignored. `at` says where it may be given: the load.* options ("source"), the
--- save.append options ("sink"), or either ("both"; save.append's wins).
+-- save.append options ("sink"), or either ("both"); given to save.append, an
+-- option of both places is honoured by `at_sink` (default: the same kinds).
 -- spec/options_matrix_spec.lua walks this table; update both together.
 local ALL = { "snapshot", "binlog", "snapshot+duration", "matrixone" }
 local DIFF = { "snapshot+duration", "matrixone" }
 local SQL_SINK, ANY_SINK = { "mysql" }, { "mysql", "file" }
 
-local function opt(at, sources, sinks) return { at = at, sources = sources, sinks = sinks or ANY_SINK } end
+local function opt(at, sources, sinks, at_sink)
+  return { at = at, sources = sources, sinks = sinks or ANY_SINK, at_sink = at_sink }
+end
 
 M.SUPPORTED = {
   -- the source endpoint and the tables (every kind: source.snapshot opens it, mocdc.tables resolves them)
@@ -40,7 +43,7 @@ M.SUPPORTED = {
   tableNamePattern = opt("source", ALL), exclude = opt("source", ALL), level = opt("source", ALL),
   idCols = opt("both", ALL), target = opt("both", ALL),
   -- the full copy (every kind copies a table first)
-  chunkSize = opt("source", ALL), batchSize = opt("both", ALL),
+  chunkSize = opt("source", ALL), batchSize = opt("both", ALL, nil, DIFF), -- save.append's: diff iterations
   snapshotLock = opt("source", { "snapshot", "binlog", "snapshot+duration" }),
   -- the binlog stream
   bingLogNamePrefix = opt("source", { "binlog" }), binlogIndex = opt("source", { "binlog" }),
@@ -53,7 +56,8 @@ M.SUPPORTED = {
   flushInterval = opt("sink", { "binlog" }),
   mergeSchema = opt("sink", { "binlog" }), -- the file sink writes DDL records
   -- snapshot diffing (load.snapshot + duration, and the chunk fallback of load.matrixone)
-  duration = opt("both", { "binlog", "snapshot+duration", "matrixone" }), -- makes load.snapshot snapshot+duration
+  -- makes load.snapshot snapshot+duration; for binlog it is save.append's (flushInterval)
+  duration = opt("both", DIFF, nil, { "binlog", "snapshot+duration", "matrixone" }),
   syncInterval = opt("both", DIFF, SQL_SINK),
   gate = opt("both", DIFF, SQL_SINK), fullCheckInterval = opt("both", DIFF, SQL_SINK),
   checksum = opt("both", DIFF, SQL_SINK), checksumParallel = opt("both", DIFF, SQL_SINK),
@@ -113,7 +117,7 @@ function M.check(src_kind, sink_kind, source_opts, sink_opts)
       end
       errors.raise(string.format("option %s is not supported by %s sink", name, sink_kind or "this"), 2)
     end
-    if not has(s.sources, src_kind) then
+    if not has(where == "sink" and s.at_sink or s.sources, src_kind) then
       errors.raise(string.format("option %s is not supported by %s source", name, src_kind), 2)
     end
     if sink_kind and not has(s.sinks, sink_kind) then
