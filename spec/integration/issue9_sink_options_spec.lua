@@ -90,6 +90,33 @@ mdb.describe("sink options (issue 9)", function()
     assert.is_true(l <= 65536 and l > 50000, "longest statement " .. l)
   end)
 
+  it("maxSqlLength: the default is a statement the sink accepts (max_allowed_packet - 2 bytes)", function()
+    local mysql_sink = require("mocdc.sink.mysql")
+    local errors = require("mocdc.errors")
+    sink:sql("SET GLOBAL max_allowed_packet = 1048576")
+    local ok, e = pcall(function()
+      local s = mysql_sink.open(sink.uri, { pipeline = "edge" })
+      local function query_of(len)
+        local head = "SELECT LENGTH('"
+        return s.c:query(head .. string.rep("x", len - #head - 2) .. "')")
+      end
+      local rows, err = query_of(s.max_sql)
+      local _, err2, code2 = query_of(s.max_sql + 1)
+      s:close()
+      assert.is_table(rows, tostring(err))
+      assert.equals(1153, code2, tostring(err2))
+      assert.equals(1048574, s.max_sql)
+      -- a given maxSqlLength the sink would refuse: one line, exit 2
+      local okg, eg = pcall(mysql_sink.open, sink.uri, { pipeline = "edge", maxSqlLength = 1048576 })
+      assert.is_false(okg)
+      assert.equals(2, eg.code)
+      assert.equals("maxSqlLength 1048576 is larger than the sink's max_allowed_packet 1048576 allows (statements " ..
+        "of at most 1048574 bytes); lower it or raise max_allowed_packet", errors.message(eg))
+    end)
+    sink:sql("SET GLOBAL max_allowed_packet = 67108864")
+    assert(ok, e)
+  end)
+
   it("flushInterval / duration: seconds between sink commits while the stream is busy", function()
     src:sql("CREATE DATABASE fi; CREATE TABLE fi.t (id INT PRIMARY KEY, pad CHAR(60)); INSERT INTO fi.t VALUES (0, 'x');")
     local n = 0

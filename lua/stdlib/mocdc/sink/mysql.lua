@@ -27,15 +27,18 @@ function M.open(uri, opts)
     dialect = opts.dialect or (c.flavour == "matrixone" and "matrixone" or "mysql"),
     wm_db = opts.watermarkDatabase or "mocdc", in_txn = false, prepared = {} }, Sink)
   local map = tonumber(c:variable("max_allowed_packet")) or DEFAULT_MAX_SQL
-  local limit = math.min(DEFAULT_MAX_SQL, map)
+  -- the longest statement the sink accepts: its packet carries one command byte more, and a
+  -- packet of max_allowed_packet bytes is already refused (error 1153)
+  local usable = map - 2
+  local limit = math.min(DEFAULT_MAX_SQL, usable)
   if opts.maxSqlLength then
     local n = tonumber(opts.maxSqlLength)
     if not n or n < 1024 then
       errors.raise(string.format("maxSqlLength '%s' is not a byte count >= 1024", tostring(opts.maxSqlLength)), 2)
     end
-    if n > map then
-      errors.raise(string.format("maxSqlLength %d is larger than the sink's max_allowed_packet %d; lower it or raise max_allowed_packet",
-        n, map), 2)
+    if n > usable then
+      errors.raise(string.format("maxSqlLength %d is larger than the sink's max_allowed_packet %d allows (statements " ..
+        "of at most %d bytes); lower it or raise max_allowed_packet", n, map, usable), 2)
     end
     limit = n
   end
