@@ -106,7 +106,8 @@ mdb.describe("mocdc task: recovery (issue 4)", function()
       return x["err-msg"]:match("^R:%d+:") and x
     end, 20, "a retry reported in err-msg")
     assert.equals("running", e.state)
-    util.sleep(1.5) -- down for a while: several retries
+    -- down for a while: several retries
+    eventually(function() return tonumber(show("sr")["err-msg"]:match("^R:(%d+):")) >= 3 end, 30, "three retries")
     sink:start_again()
     src:sql("INSERT INTO sr_db.t VALUES (4, 'd')")
     eventually(function() return #sink:rows(q) == 3 and sink:rows(q)[3][1] == "4" end, 60, "convergence after the restart")
@@ -183,15 +184,31 @@ mdb.describe("mocdc task: recovery (issue 4)", function()
       return s.pid ~= old and alive(s.pid) and s.state == "running"
     end, 20, "serve restarting the worker")
     eventually(converged(n), 30, "catch-up after the second kill")
-    -- under serve, a paused task stays paused, and a resumed one gets exactly one worker
+    -- under serve, a paused task stays paused, and a resumed one gets exactly one worker.
+    -- Proof that serve looked after the pause (or the resume): a probe task's worker killed
+    -- twice, and restarted by serve each time (the second time in a pass begun after it)
+    src:sql("CREATE TABLE kl_db.probe (id INT PRIMARY KEY)")
+    task({ "create", "--task-name", "kl_probe", "--source-uri", src.uri, "--sink-uri", sink.uri,
+      "--tables", "kl_db.probe:kl_sink.probe" })
+    local probe = show("kl_probe")["task-id"]
+    local function serve_passed()
+      for _ = 1, 2 do
+        local gone = kill9_worker(probe)
+        eventually(function()
+          local s = raw_status(probe)
+          return s.pid ~= gone and alive(s.pid) and s.state == "running"
+        end, 20, "serve restarting the probe task's worker")
+      end
+    end
     task({ "pause", "--task-name", "kl", "--source-uri", src.uri })
     assert.equals("stopped", show("kl").state)
     insert_rows(5)
-    util.sleep(2.5) -- serve's supervision loop ran at least twice
+    serve_passed()
     assert.equals("stopped", show("kl").state)
     assert.same({}, worker_pids(id))
     task({ "resume", "--task-name", "kl", "--source-uri", src.uri })
-    util.sleep(1.5)
+    eventually(function() return #worker_pids(id) == 1 end, 20, "the resumed task's worker")
+    serve_passed()
     assert.equals(1, #worker_pids(id))
     assert.equals("running", show("kl").state)
     eventually(converged(n), 30, "catch-up after pause/resume under serve")
@@ -224,6 +241,7 @@ mdb.describe("mocdc task: recovery (issue 4)", function()
     local a = sink:rows("SELECT COUNT(*), COUNT(DISTINCT id) FROM kl_sink.audit")[1]
     assert.same({ tostring(n), tostring(n) }, a)
     task({ "drop", "--task-name", "kl", "--source-uri", src.uri })
+    task({ "drop", "--task-name", "kl_probe", "--source-uri", src.uri })
     -- nothing secret in any output or worker log
     for _, s in ipairs(seen) do assert.not_matches(PW, s, 1, true) end
     local lp = io.popen("cat " .. cli.q(home) .. "/logs/*.log")

@@ -113,7 +113,8 @@ mdb.describe("mo_cdc walkthroughs with mocdc task (issue 4)", function()
       (12, 112, '2024-07-22 15:45:00', 399.99, 'Shipped');
       INSERT INTO source_db.orders (order_id, customer_id, order_date, amount, status) VALUES
       (13, 113, '2024-08-30 10:20:00', 599.99, 'Delivered');]])
-    util.sleep(1.5)
+    -- nothing can apply them: the paused task has no worker process
+    assert.equals("", (io.popen("pgrep -f 'task-worke[r] " .. cjson.decode(out)[1]["task-id"] .. "'"):read("*a")))
     assert.equals(5, #sink_rows(q))
 
     -- resume: the rows written while paused arrive
@@ -173,7 +174,9 @@ mdb.describe("mo_cdc walkthroughs with mocdc task (issue 4)", function()
     assert.equals(0, rc, err)
     src:sql([[INSERT INTO production_db.user_activities VALUES (5, 1005, 'login', '2024-01-04 08:00:00', 'tablet');
       DELETE FROM production_db.user_activities WHERE activity_id = 2;]])
-    util.sleep(1)
+    -- nothing can apply them: the paused task has no worker process
+    local _, shown = task("show", "--task-name", "activity_sync", "--source-uri", src.uri)
+    assert.equals("", (io.popen("pgrep -f 'task-worke[r] " .. cjson.decode(shown)[1]["task-id"] .. "'"):read("*a")))
     assert.equals(4, #sink_rows(q))
     rc, _, err = task("resume", "--task-name", "activity_sync", "--source-uri", src.uri)
     assert.equals(0, rc, err)
