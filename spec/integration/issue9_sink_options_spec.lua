@@ -169,6 +169,9 @@ mdb.describe("sink options (issue 9)", function()
     locker:close()
     assert.is_true(cli.wait(pid, 60), "mocdc run still running")
     assert.is_true(took >= 1.8 and took < 8, string.format("timed out after %.2f s: %s", took, line))
+    assert.truthy(line:find("writing to sts.t failed: Lost connection to server during query (error 2013); " ..
+      "sendSqlTimeout = 2 s cuts off a statement the sink has not answered by then (raise it if statements take " ..
+      "that long)", 1, true), line)
   end)
 
   it("chunkSize: rows per sink transaction of the full copy, 100000 by default", function()

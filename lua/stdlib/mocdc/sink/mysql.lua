@@ -43,6 +43,7 @@ function M.open(uri, opts)
     limit = n
   end
   self.max_sql, self.max_packet = limit, map
+  self.send_sql_timeout = opts.sendSqlTimeout
   local eh = opts.errorHandleOption or "stop"
   if eh ~= "stop" and eh ~= "ignore" then
     errors.raise(string.format("errorHandleOption '%s' must be stop or ignore", tostring(eh)), 2)
@@ -83,6 +84,17 @@ function M.hint(code)
   return h and ("; " .. h) or ""
 end
 
+-- The hint for a failed write; a connection lost while sendSqlTimeout is set
+-- may be that timeout cutting a slow statement off.
+function Sink:hint(code)
+  local h = M.hint(code)
+  if code == 2013 and self.send_sql_timeout then
+    h = h .. string.format("; sendSqlTimeout = %s s cuts off a statement the sink has not answered by then " ..
+      "(raise it if statements take that long)", tostring(self.send_sql_timeout))
+  end
+  return h
+end
+
 -- Pipelined apply (sink.pipelined = sink:can_pipeline(), set by cdc.lua): the
 -- last statement of each apply_changes() is sent without waiting for its
 -- result, so the sink executes it while mocdc reads and decodes the next source
@@ -103,7 +115,7 @@ function Sink:reap()
   local n, err, code = self.c.h:reap()
   if not n then
     errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, err,
-      code and (" (error " .. code .. ")") or "", M.hint(code)), code)
+      code and (" (error " .. code .. ")") or "", self:hint(code)), code)
   end
 end
 
@@ -112,7 +124,7 @@ function Sink:exec(sql, what)
   local n, err, code, state = self.c:exec(sql)
   if not n then
     errors.raise(string.format("sink %s: %s failed: %s%s%s", self.c.label, what or "statement", err,
-      code and (" (error " .. code .. ")") or "", M.hint(code)), code)
+      code and (" (error " .. code .. ")") or "", self:hint(code)), code)
   end
   return n
 end
@@ -390,7 +402,7 @@ function Sink:apply_batch(batch, t, mode)
         return #stmts
       end
       errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or "", M.hint(code)), code)
+        code and (" (error " .. code .. ")") or "", self:hint(code)), code)
     end
   end
   return #stmts
@@ -450,7 +462,7 @@ function Sink:apply_changes(t, b)
         return self:apply_one_by_one(t, b, opts)
       end
       errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or "", M.hint(code)), code)
+        code and (" (error " .. code .. ")") or "", self:hint(code)), code)
     end
   end
 end
