@@ -41,6 +41,7 @@
 -- the network?), position() -> file, pos, info() -> table, close().
 -- Batches are native memory: batch:free() them when done (the stream also nudges the collector).
 local lib = require("mocdc.binlog.lib")
+local errors = require("mocdc.errors")
 
 local M = { lib = lib, decode_value = lib.decode_value, format_real = lib.format_real }
 
@@ -75,13 +76,13 @@ local function first_row(conn, sql)
   return rows[1], cols_or_err
 end
 
--- The source's current binlog position: {file=, pos=} | nil, msg.
+-- The source's current binlog position: {file=, pos=} | nil, msg[, errno].
 -- (MySQL 8.4 renamed SHOW MASTER STATUS to SHOW BINARY LOG STATUS.)
 function M.master_status(conn)
-  local row, err = first_row(conn, "SHOW MASTER STATUS")
-  if not row then row = first_row(conn, "SHOW BINARY LOG STATUS") end
+  local row, err, errno = first_row(conn, "SHOW MASTER STATUS")
+  if not row and not errors.transient(errno) then row = first_row(conn, "SHOW BINARY LOG STATUS") end
   if not row then
-    return nil, err or "SHOW MASTER STATUS returned nothing: the binary log is off on the source (log_bin)"
+    return nil, err or "SHOW MASTER STATUS returned nothing: the binary log is off on the source (log_bin)", errno
   end
   return { file = row[1], pos = tonumber(row[2]) }
 end

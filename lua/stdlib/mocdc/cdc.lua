@@ -24,8 +24,8 @@ local M = {}
 local truthy = require("mocdc.options").truthy
 
 local function row_of(c, sql)
-  local rows, err = c:query(sql)
-  if not rows then errors.raise(string.format("source %s: %s failed: %s", c.label, sql, err)) end
+  local rows, err, code, state = c:query(sql)
+  if not rows then errors.raise_sql(string.format("source %s: %s failed: %s", c.label, sql, err), code, state) end
   return rows
 end
 
@@ -49,15 +49,17 @@ end
 
 -- The source's current binlog position (raises a clear error when there is none).
 function M.master_status(c)
-  local p, err = binlog.master_status(c)
-  if not p then errors.raise("source " .. c.label .. ": " .. tostring(err)) end
+  local p, err, errno = binlog.master_status(c)
+  if not p then errors.raise_sql("source " .. c.label .. ": " .. tostring(err), errno) end
   return p
 end
 
 -- The oldest binlog still on the source, from its start.
 function M.first_binlog(c)
-  local logs, err = binlog.binary_logs(c)
-  if not logs or not logs[1] then errors.raise("source " .. c.label .. ": SHOW BINARY LOGS failed: " .. tostring(err)) end
+  local logs, err, errno = binlog.binary_logs(c)
+  if not logs or not logs[1] then
+    errors.raise_sql("source " .. c.label .. ": SHOW BINARY LOGS failed: " .. tostring(err), errno)
+  end
   return { file = logs[1].file, pos = 4 }
 end
 
@@ -595,7 +597,7 @@ function Runner:stream_loop()
           errors.raise(string.format("binlog stream from source %s failed: %s; the binlog needed was purged or " ..
             "is missing — re-run with a full copy", src.c.label, eerr))
         end
-        errors.raise(string.format("binlog stream from source %s failed: %s", src.c.label, eerr))
+        errors.raise_sql(string.format("binlog stream from source %s failed: %s", src.c.label, eerr), ecode)
       end
       break
     end
@@ -605,10 +607,10 @@ function Runner:stream_loop()
     elseif et == "need_schema" then
       -- the source does not log column names (binlog_row_metadata is not FULL):
       -- use the table's current definition (exact unless its DDL changed since)
-      local cols, serr = binlog.schema_columns(src.c, ev.db, ev.table)
+      local cols, serr, serrno = binlog.schema_columns(src.c, ev.db, ev.table)
       if not cols then
-        errors.raise(string.format("cannot read the columns of %s.%s on source %s: %s (set binlog_row_metadata=FULL " ..
-          "on the source to make the binlog self-describing)", ev.db, ev.table, src.c.label, tostring(serr)))
+        errors.raise_sql(string.format("cannot read the columns of %s.%s on source %s: %s (set binlog_row_metadata=FULL " ..
+          "on the source to make the binlog self-describing)", ev.db, ev.table, src.c.label, tostring(serr)), serrno)
       end
       h:set_schema(ev.db, ev.table, cols)
     elseif et == "statement" then

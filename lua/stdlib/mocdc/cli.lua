@@ -50,7 +50,7 @@ end
 local function protected(fn, ...)
   local ok, res = pcall(fn, ...)
   if ok then return res or 0 end
-  if errors.is(res) then return fail(res.msg, res.code == 130 and 130 or (res.code == 2 and 2 or 1)) end
+  if errors.is(res) then return fail(res.msg, res.exit == 130 and 130 or (res.exit == 2 and 2 or 1)) end
   return fail(errors.message(res), 1)
 end
 
@@ -122,7 +122,7 @@ function M.completion(shell)
   local cmds = "run task serve sql version help completion"
   local sub = "create show pause resume restart drop"
   local flags = "--task-name --source-uri --sink-uri --sink-type --level --account --databases --tables " ..
-    "--no-full --start-ts --end-ts --send-sql-timeout --max-sql-length --exclude --error-handle-option --all " ..
+    "--no-full --start-ts --end-ts --send-sql-timeout --max-sql-length --exclude --error-handle-option --max-retries --all " ..
     "--state-dir --state-uri --state-uri-file --source-password-file --sink-password-file --help"
   local serve_flags = "--state-dir --state-uri --state-uri-file --help"
   if shell == "bash" then

@@ -172,8 +172,8 @@ function M.copy_table(ctx, t)
         if util.stop_requested() then errors.raise("interrupted; the copy resumes from the last committed chunk", 130) end
         inb:clear()
         if outb ~= inb then outb:clear() end
-        local n, ferr = cursor:fetch(inb, ctx.batch_rows)
-        if not n then errors.raise(string.format("reading %s from source failed: %s", t.src_label, ferr)) end
+        local n, ferr, fcode, fstate = cursor:fetch(inb, ctx.batch_rows)
+        if not n then errors.raise_sql(string.format("reading %s from source failed: %s", t.src_label, ferr), fcode, fstate) end
         if n == 0 then break end
         if fn then
           for i = 1, n do

@@ -73,6 +73,7 @@ M.SUPPORTED = {
   snapshotLevel = opt("source", { "matrixone" }), verifyInterval = opt("source", { "matrixone" }),
   -- the sink
   checkpointLocation = opt("sink", ALL), mode = opt("sink", ALL),
+  maxRetries = opt("sink", ALL), -- the retry policy of the job (mocdc.retry)
   sinkType = opt("sink", ALL, SQL_SINK), dialect = opt("sink", ALL, SQL_SINK),
   maxSqlLength = opt("sink", ALL, SQL_SINK), sendSqlTimeout = opt("sink", ALL, SQL_SINK),
   loadData = opt("sink", ALL, SQL_SINK),

@@ -6,6 +6,7 @@ local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local options = require("mocdc.options")
 local progress = require("mocdc.progress")
+local retry = require("mocdc.retry")
 local snapshot = require("mocdc.source.snapshot")
 local util = require("mocdc.util.lib")
 
@@ -18,7 +19,7 @@ local function home()
 end
 M.home = home
 
-function M.open_sink(job, name)
+local function open_sink(job, name)
   local o = job.opts
   local kind = job.target:match("^(%a[%w+.-]*)://")
   if kind == "file" then
@@ -34,6 +35,12 @@ function M.open_sink(job, name)
     loadData = o.loadData, errorHandleOption = o.errorHandleOption,
     deadLetter = o.deadLetter or ((o.checkpointLocation or (home() .. "/pipelines/" .. name)) .. "/dead_letter.jsonl"),
     onDeadLetter = o.onDeadLetter })
+end
+
+function M.open_sink(job, name)
+  local sink = open_sink(job, name)
+  job.opened = true -- source (engines open it first) and sink open: from now on retries apply
+  return sink
 end
 
 M.HOST = (function()
@@ -130,23 +137,62 @@ function M.check_options(job)
   options.check(kind, options.sink_kind(job.target), job.stream.source.opts, job.opts)
 end
 
+local function run_job(job, ctx, run_opts)
+  local kind = job.stream.source.kind
+  if kind == "snapshot" and require("mocdc.source.diff").interval(job) then
+    -- duration = N: full copy, then a chunk-diff iteration every N seconds
+    return require("mocdc.source.diff").run(job, ctx, run_opts)
+  elseif kind == "snapshot" then
+    return M.run_snapshot(job, ctx, run_opts)
+  elseif kind == "matrixone" then
+    return require("mocdc.source.matrixone").run(job, ctx, run_opts)
+  elseif kind == "binlog" then
+    return require("mocdc.cdc").run(job, ctx, run_opts)
+  end
+  errors.raise("unknown source kind " .. tostring(kind), 2)
+end
+
+-- One job under the retry policy (mocdc.retry, shared with the task worker):
+-- a transient failure (sink or source restarting, lock wait timeout,
+-- deadlock) reopens everything and resumes from the sink's watermark. A job
+-- that never got its endpoints open (wrong host, server down at the start)
+-- fails at once: retries are for a pipeline that was running.
+local function run_with_retries(job, ctx, run_opts)
+  local policy = retry.new(job.opts)
+  local on_checkpoint = ctx.on_checkpoint
+  local jctx = setmetatable({}, { __index = ctx })
+  -- a sink commit or caught up (a position given) proves the failure is passed
+  jctx.on_checkpoint = function(tables, ...)
+    if select("#", ...) > 0 then
+      local n = policy:recovered()
+      if n > 0 then log.info("recovered after %d retr%s", n, n == 1 and "y" or "ies") end
+    end
+    if on_checkpoint then return on_checkpoint(tables, ...) end
+  end
+  while true do
+    local ok, res = pcall(run_job, job, jctx, run_opts)
+    if ok then return res end
+    local delay = job.opened and policy:failed(res)
+    if not delay then
+      if policy.attempt > 0 and errors.retryable(res) then
+        errors.raise(string.format("%s; still failing after %d retries over %.0f s (maxRetries = %d)",
+          log.mask(errors.message(res)), policy.attempt, util.now() - policy.first, policy.limit),
+          { errno = res.errno, sqlstate = res.sqlstate })
+      end
+      error(res, 0)
+    end
+    log.warn("retry %d/%d in %.1f s after: %s", policy.attempt, policy.limit, delay, log.mask(errors.message(res)))
+    if not retry.wait(delay, ctx.should_stop) then
+      errors.raise("interrupted while waiting to retry after: " .. log.mask(errors.message(res)), 130)
+    end
+  end
+end
+
 function M.run(ctx, run_opts)
   local results = {}
   for _, job in ipairs(ctx.jobs) do M.check_options(job) end
   for _, job in ipairs(ctx.jobs) do
-    local kind = job.stream.source.kind
-    if kind == "snapshot" and require("mocdc.source.diff").interval(job) then
-      -- duration = N: full copy, then a chunk-diff iteration every N seconds
-      results[#results + 1] = require("mocdc.source.diff").run(job, ctx, run_opts)
-    elseif kind == "snapshot" then
-      results[#results + 1] = M.run_snapshot(job, ctx, run_opts)
-    elseif kind == "matrixone" then
-      results[#results + 1] = require("mocdc.source.matrixone").run(job, ctx, run_opts)
-    elseif kind == "binlog" then
-      results[#results + 1] = require("mocdc.cdc").run(job, ctx, run_opts)
-    else
-      errors.raise("unknown source kind " .. tostring(kind), 2)
-    end
+    results[#results + 1] = run_with_retries(job, ctx, run_opts)
   end
   return results
 end

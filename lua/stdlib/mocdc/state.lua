@@ -15,14 +15,15 @@ Remote.__index = Remote
 
 local function q(self, v) return "'" .. self.c:escape(v) .. "'" end
 
--- Lost connection to the shared store: reconnect once and run the statement
--- again (every statement here is idempotent).
-local RECONNECT = { [2006] = true, [2013] = true, [2000] = true, [2055] = true }
+-- Lost connection to the shared store (a "connection" error of the one
+-- transient table, errors.transient, or a connection already closed): reconnect
+-- once and run the statement again (every statement here is idempotent).
 local function run(self, method, sql_of)
   local ok, sql = pcall(sql_of) -- escaping raises on a closed connection
-  local res, err, code
-  if ok then res, err, code = self.c[method](self.c, sql) else res, err, code = nil, tostring(sql), 2006 end
-  if res == nil and RECONNECT[code] and self.uri then
+  local res, err, code, sqlstate
+  if ok then res, err, code, sqlstate = self.c[method](self.c, sql) else res, err, code = nil, tostring(sql), 2006 end
+  local gone = res == nil and (errors.transient(code, sqlstate) == "connection" or not self.c:is_open())
+  if gone and self.uri then
     local c = require("mocdc.conn").open(self.uri, { role = "state store" })
     if c then
       pcall(self.c.close, self.c)

@@ -256,13 +256,13 @@ end
 
 local function must(c, s, what)
   local r, err, code = c:exec(s)
-  if not r then errors.raise(string.format("downstream %s: %s failed: %s", c.label, what or s, tostring(err)), code) end
+  if not r then errors.raise_sql(string.format("downstream %s: %s failed: %s", c.label, what or s, tostring(err)), code) end
   return r
 end
 
 local function rows(c, s, what)
   local r, err, code = c:query(s)
-  if not r then errors.raise(string.format("downstream %s: %s failed: %s", c.label, what or s, tostring(err)), code) end
+  if not r then errors.raise_sql(string.format("downstream %s: %s failed: %s", c.label, what or s, tostring(err)), code) end
   return r
 end
 
@@ -283,7 +283,7 @@ end
 
 local function open_upstream(u)
   local c, err, code = conn.open(u, { role = "upstream" })
-  if not c then errors.open_failed(err, code, code or 2003) end
+  if not c then errors.open_failed(err, code or 2003) end
   return c
 end
 
@@ -618,7 +618,7 @@ function Worker:claim()
         end
         n = 0
       elseif not n then
-        errors.raise(string.format("downstream %s: claiming a job failed: %s", self.c.label, tostring(err)), code)
+        errors.raise_sql(string.format("downstream %s: claiming a job failed: %s", self.c.label, tostring(err)), code)
       end
       if n == 1 then
         return { id = x[1], task_id = x[2], db = x[3], table = x[4], table_id = x[5], lsn = tonumber(x[6]) + 1,

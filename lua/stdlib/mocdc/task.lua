@@ -8,6 +8,7 @@
 local cjson = require("cjson")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
+local retry = require("mocdc.retry")
 local state = require("mocdc.state")
 local util = require("mocdc.util.lib")
 
@@ -21,7 +22,7 @@ Usage:
                     [--level account|database|table] [--account A] [--databases "db1:db2"]
                     [--tables "db.t:db2.t2,..."] [--no-full] [--start-ts TS] [--end-ts TS]
                     [--send-sql-timeout 10m] [--max-sql-length BYTES] [--exclude REGEX]
-                    [--error-handle-option stop|ignore]
+                    [--error-handle-option stop|ignore] [--max-retries N]
   mocdc task show    --source-uri URI [--all | --task-name N]
   mocdc task pause   --source-uri URI (--task-name N | --all)
   mocdc task resume  --source-uri URI --task-name N
@@ -39,6 +40,8 @@ A password file always wins; the environment only fills a URI without a password
 restart discards the task's progress, empties its sink tables and copies them again.
 --error-handle-option ignore skips rows the sink refuses and records each one in
 <state-dir>/tasks/<task-id>/dead_letter.jsonl; task show counts them in err-msg.
+Transient errors (lost connection, server restarting, lock wait timeout, deadlock) are retried
+after 200 ms doubling to 30 s, at most --max-retries times in a row (default 10); then the task stops.
 ]]
 
 local BOOL = { ["no-full"] = true, all = true, help = true }
@@ -48,7 +51,8 @@ local BOOL = { ["no-full"] = true, all = true, help = true }
 local COMMON = { "state-dir", "state-uri", "state-uri-file", "help", "source-password-file", "sink-password-file" }
 local ALLOWED = {
   create = { "task-name", "source-uri", "sink-uri", "sink-type", "level", "account", "databases", "tables",
-    "no-full", "start-ts", "end-ts", "send-sql-timeout", "max-sql-length", "exclude", "error-handle-option" },
+    "no-full", "start-ts", "end-ts", "send-sql-timeout", "max-sql-length", "exclude", "error-handle-option",
+    "max-retries" },
   show = { "source-uri", "all", "task-name" },
   pause = { "source-uri", "all", "task-name" },
   resume = { "source-uri", "task-name" },
@@ -482,6 +486,10 @@ function M.create(f)
     if not re then errors.raise("--exclude: " .. rerr, 2) end
   end
   local send_timeout = parse_duration("send-sql-timeout", f["send-sql-timeout"])
+  local max_retries = f["max-retries"] and tonumber(f["max-retries"])
+  if f["max-retries"] and (not max_retries or max_retries < 0 or max_retries ~= math.floor(max_retries)) then
+    errors.raise(string.format("--max-retries '%s' is not a whole number >= 0", f["max-retries"]), 2)
+  end
   local source_uri = with_password(f["source-uri"], f["source-password-file"], "source-password-file", "MOCDC_SOURCE_PASSWORD")
   local sink_uri = with_password(f["sink-uri"], f["sink-password-file"], "sink-password-file", "MOCDC_SINK_PASSWORD")
   local st = open_state(f)
@@ -495,7 +503,7 @@ function M.create(f)
     id = util.uuid7(), name = name, owner = owner, source_uri = source_uri, sink_uri = sink_uri,
     sink_type = sink_type, level = level, account = f.account, databases = f.databases, tables = f.tables,
     no_full = f["no-full"] and true or false, start_ts = f["start-ts"], end_ts = f["end-ts"],
-    send_sql_timeout = send_timeout,
+    send_sql_timeout = send_timeout, max_retries = max_retries,
     max_sql_length = msl and tonumber(msl), exclude = f.exclude, error_handle_option = eh, created = util.now(),
   }
   local dir = state.dir({ state_dir = f["state-dir"] })
@@ -661,9 +669,6 @@ function M.drop(f)
   end)
 end
 
-M.retryable = errors.retryable -- kept for callers of the task module
-
-local MAX_RETRIES = 10
 
 -- The background worker of one task.
 function M.worker(id, f)
@@ -710,7 +715,7 @@ function M.worker(id, f)
     end
     return desired ~= "running"
   end
-  local attempt, backoff, first_err = 0, 0.2, nil
+  local policy = retry.new({ maxRetries = cfg.max_retries })
   local last_status = 0
   local ctx = { name = "task:" .. id, vars = {} }
   ctx.should_stop = stop_wanted
@@ -723,10 +728,11 @@ function M.worker(id, f)
       if not t.failed then status.checkpoint[t.src_label] = now end
     end
     if pos then status.position = pos end
-    local recovered = attempt > 0 and select("#", ...) > 0
+    local recovered = policy.attempt > 0 and select("#", ...) > 0
     if recovered then
-      log.info("task %s: recovered after %d retr%s", cfg.name, attempt, attempt == 1 and "y" or "ies")
-      attempt, backoff, first_err, status.err = 0, 0.2, nil, status.table_err or ""
+      local n = policy:recovered()
+      log.info("task %s: recovered after %d retr%s", cfg.name, n, n == 1 and "y" or "ies")
+      status.err = status.table_err or ""
     end
     if recovered or util.mono() - last_status > 0.5 then
       last_status = util.mono()
@@ -753,11 +759,15 @@ function M.worker(id, f)
     local ok, e = pcall(function()
       -- binlog when the source has a row binlog, else a one-shot snapshot copy
       local conn = require("mocdc.conn")
-      local c, cerr, cerrno = conn.open(cfg.source_uri, { role = "source" })
-      if not c then errors.open_failed(cerr, cerrno) end
-      local r = c:query("SELECT @@log_bin, @@binlog_format")
+      local c, cerr, cerrno, cstate = conn.open(cfg.source_uri, { role = "source" })
+      if not c then errors.open_failed(cerr, cerrno, nil, cstate) end
+      local r, rerr, rerrno, rstate = c:query("SELECT @@log_bin, @@binlog_format")
       local flavour = c.flavour
       c:close()
+      if not r and flavour ~= "matrixone" then
+        errors.raise_sql(string.format("source %s: reading its binlog settings failed: %s", c.label, tostring(rerr)),
+          rerrno, rstate)
+      end
       if flavour == "matrixone" then
         -- snapshots + DATA BRANCH DIFF every second (MatrixOne's own CDC polls at 200 ms)
         job.stream.source.kind = "matrixone"
@@ -781,21 +791,21 @@ function M.worker(id, f)
       break
     end
     local msg = log.mask(errors.message(e))
-    if M.retryable(e) and attempt < MAX_RETRIES then
-      attempt = attempt + 1
-      first_err = first_err or util.now()
+    local delay = policy:failed(e)
+    if delay then
       -- MatrixOne's form: R:<count>:<first>:<last>:<msg>
-      status.err = string.format("R:%d:%s:%s:%s", attempt, go_time(first_err), go_time(util.now()), msg)
+      status.err = string.format("R:%d:%s:%s:%s", policy.attempt, go_time(policy.first), go_time(util.now()), msg)
       save()
-      log.warn("task %s: retry %d/%d in %.1f s after: %s", cfg.name, attempt, MAX_RETRIES, backoff, msg)
-      local deadline = util.mono() + backoff
-      while util.mono() < deadline and not stop_wanted() do util.sleep(0.05) end
-      if stop_wanted() then
+      log.warn("task %s: retry %d/%d in %.1f s after: %s", cfg.name, policy.attempt, policy.limit, delay, msg)
+      if not retry.wait(delay, stop_wanted) then
         outcome = "paused"
         break
       end
-      backoff = math.min(backoff * 2, 30)
     else
+      if policy.attempt > 0 and errors.retryable(e) then
+        msg = string.format("%s; still failing after %d retries over %.0f s (maxRetries = %d)", msg, policy.attempt,
+          util.now() - policy.first, policy.limit)
+      end
       status.err = msg
       outcome = "failed"
       log.error("task %s stopped: %s", cfg.name, msg)

@@ -20,9 +20,9 @@ local DEFAULT_MAX_SQL = 4 * 1024 * 1024
 -- opts.watermarkDatabase (default "mocdc"), opts.password (overrides the URI's).
 function M.open(uri, opts)
   opts = opts or {}
-  local c, err, errno = conn.open(uri, { role = "sink", local_infile = true, password = opts.password,
+  local c, err, errno, sqlstate = conn.open(uri, { role = "sink", local_infile = true, password = opts.password,
     read_timeout = opts.sendSqlTimeout, write_timeout = opts.sendSqlTimeout })
-  if not c then errors.open_failed(err, errno) end
+  if not c then errors.open_failed(err, errno, nil, sqlstate) end
   local self = setmetatable({ c = c, uri = uri, pipeline = opts.pipeline or "default",
     dialect = opts.dialect or (c.flavour == "matrixone" and "matrixone" or "mysql"),
     wm_db = opts.watermarkDatabase or "mocdc", in_txn = false, prepared = {} }, Sink)
@@ -112,10 +112,10 @@ function Sink:reap()
   local t = self.inflight_t
   if not t then return end
   self.inflight_t = nil
-  local n, err, code = self.c.h:reap()
+  local n, err, code, state = self.c.h:reap()
   if not n then
-    errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, err,
-      code and (" (error " .. code .. ")") or "", self:hint(code)), code)
+    errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, err,
+      code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
   end
 end
 
@@ -123,17 +123,17 @@ function Sink:exec(sql, what)
   self:reap()
   local n, err, code, state = self.c:exec(sql)
   if not n then
-    errors.raise(string.format("sink %s: %s failed: %s%s%s", self.c.label, what or "statement", err,
-      code and (" (error " .. code .. ")") or "", self:hint(code)), code)
+    errors.raise_sql(string.format("sink %s: %s failed: %s%s%s", self.c.label, what or "statement", err,
+      code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
   end
   return n
 end
 
 function Sink:query(sql, what)
   self:reap()
-  local rows, err, code = self.c:query(sql)
+  local rows, err, code, state = self.c:query(sql)
   if not rows then
-    errors.raise(string.format("sink %s: %s failed: %s", self.c.label, what or "query", err), code)
+    errors.raise_sql(string.format("sink %s: %s failed: %s", self.c.label, what or "query", err), code, state)
   end
   return rows
 end
@@ -324,11 +324,11 @@ function Sink:apply_ddl(t, x)
   elseif x.verb == "CREATE" then sql = "CREATE TABLE IF NOT EXISTS " .. dst .. x.rest
   else return false end
   self:reap()
-  local n, err, code = self.c:exec(sql)
+  local n, err, code, state = self.c:exec(sql)
   -- already applied before a crash: duplicate column/key, unknown column/key, table exists
   if not n and not DDL_DONE[code] then
-    errors.raise(string.format("applying source DDL to sink table %s.%s failed: %s (statement: %s)",
-      t.dst_db, t.dst_table, err, sql), code)
+    errors.raise_sql(string.format("applying source DDL to sink table %s.%s failed: %s (statement: %s)",
+      t.dst_db, t.dst_table, err, sql), code, state)
   end
   log.info("applied source DDL to %s.%s: %s", t.dst_db, t.dst_table, sql)
   return true
@@ -368,8 +368,9 @@ function Sink:load_chunk(cursor, t, max_rows)
     { max_rows = max_rows, key_cols = t.key_idx })
   if not rows then
     self.in_txn = false -- a failed load closes the sink connection (the server rolls back)
-    errors.raise(string.format("copying %s to %s.%s failed: %s%s", t.src_label, t.dst_db, t.dst_table,
-      tostring(bytes), M.hint(last_key)), last_key)
+    -- on failure: nil, msg, errno, sqlstate
+    errors.raise_sql(string.format("copying %s to %s.%s failed: %s%s", t.src_label, t.dst_db, t.dst_table,
+      tostring(bytes), M.hint(last_key)), last_key, warnings)
   end
   if rows > 0 and (warnings == nil or warnings > 0) then
     self:check_warnings("loading " .. t.dst_db .. "." .. t.dst_table)
@@ -394,15 +395,15 @@ function Sink:apply_batch(batch, t, mode)
   end
   self:reap()
   for _, sql in ipairs(stmts) do
-    local n, eerr, code = self.c:exec(sql)
+    local n, eerr, code, state = self.c:exec(sql)
     if not n then
       -- error-handle-option=ignore: as in apply_changes (REPLACE by key is idempotent)
-      if self.ignore and #opts.key > 0 and not errors.retryable({ code = code, msg = eerr }) then
+      if self.ignore and #opts.key > 0 and not errors.transient(code, state) then
         self:apply_one_by_one(t, batch, opts)
         return #stmts
       end
-      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or "", self:hint(code)), code)
+      errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
+        code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
     end
   end
   return #stmts
@@ -447,22 +448,22 @@ function Sink:apply_changes(t, b)
   end
   self:reap()
   for i, sql in ipairs(stmts) do
-    local n, eerr, code
+    local n, eerr, code, state
     if self.pipelined and i == #stmts then
-      n, eerr, code = self.c.h:send(sql)
+      n, eerr, code, state = self.c.h:send(sql)
       if n then self.inflight_t = t end
     else
-      n, eerr, code = self.c:exec(sql)
+      n, eerr, code, state = self.c:exec(sql)
     end
     if not n then
       -- error-handle-option=ignore: replay this batch row by row (REPLACE/DELETE
       -- by key are idempotent) and record each failing row as a dead letter.
       -- Transient errors and keyless tables (plain INSERTs) are never skipped.
-      if self.ignore and #key > 0 and not errors.retryable({ code = code, msg = eerr }) then
+      if self.ignore and #key > 0 and not errors.transient(code, state) then
         return self:apply_one_by_one(t, b, opts)
       end
-      errors.raise(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or "", self:hint(code)), code)
+      errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
+        code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
     end
   end
 end
@@ -482,10 +483,11 @@ function Sink:apply_one_by_one(t, b, opts)
       failed_err = berr
     else
       for _, sql in ipairs(stmts) do
-        local n, eerr, code = self.c:exec(sql)
+        local n, eerr, code, state = self.c:exec(sql)
         if not n then
-          if errors.retryable({ code = code, msg = eerr }) then
-            errors.raise(string.format("sink %s: writing to %s.%s failed: %s", self.c.label, t.dst_db, t.dst_table, eerr), code)
+          if errors.transient(code, state) then -- never skipped: retried by the job's retry policy
+            errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s (error %s)", self.c.label, t.dst_db,
+              t.dst_table, eerr, tostring(code)), code, state)
           end
           failed_sql, failed_err, failed_code = sql, eerr, code
           break

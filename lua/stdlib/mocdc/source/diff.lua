@@ -291,9 +291,9 @@ end
 ---------------------------------------------------------------------------
 
 local function q(c, sql, what)
-  local rows, err, code = c:query(sql)
+  local rows, err, code, sqlstate = c:query(sql)
   if not rows then
-    errors.raise(string.format("%s on %s failed: %s", what, c.label or "server", tostring(err)), code)
+    errors.raise_sql(string.format("%s on %s failed: %s", what, c.label or "server", tostring(err)), code, sqlstate)
   end
   return rows
 end
@@ -363,7 +363,7 @@ function M.run_all(conns, stmts, what, on_rows)
       end
     end
     if failed then
-      errors.raise(string.format("%s on %s failed: %s", what, failed[1].label or "server", tostring(failed[2])), failed[3])
+      errors.raise_sql(string.format("%s on %s failed: %s", what, failed[1].label or "server", tostring(failed[2])), failed[3])
     end
     if raised then error(raised, 0) end
   end
@@ -392,15 +392,15 @@ function Engine:fetch(side, t, lo, hi, st)
   local sql = diff.select_sql(ref, cols, keys, lo, hi)
   local cur, err, code = c:stream(sql)
   if not cur then
-    errors.raise(string.format("reading %s from %s failed: %s", side == "sink" and t.dst_label or t.src_label,
+    errors.raise_sql(string.format("reading %s from %s failed: %s", side == "sink" and t.dst_label or t.src_label,
       c.label, tostring(err)), code)
   end
   local b = batchlib.new(cols)
   while true do
-    local n, ferr, fcode = cur:fetch(b, 100000)
+    local n, ferr, fcode, fstate = cur:fetch(b, 100000)
     if not n then
       cur:close()
-      errors.raise(string.format("reading %s from %s failed: %s", t.src_label, c.label, tostring(ferr)), fcode)
+      errors.raise_sql(string.format("reading %s from %s failed: %s", t.src_label, c.label, tostring(ferr)), fcode, fstate)
     end
     if n == 0 then break end
   end
@@ -751,7 +751,7 @@ function Engine:count_both(t, ranges, st)
   self.sink:reap()
   local sc = self.sink.c
   local ok, err, code = sc:send(sink_stmts[1])
-  if not ok then errors.raise(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(err)), code) end
+  if not ok then errors.raise_sql(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(err)), code) end
   local function take(into)
     return function(rows) for _, r in ipairs(rows) do into[tonumber(r[1])] = tonumber(r[2]) end end
   end
@@ -759,7 +759,7 @@ function Engine:count_both(t, ranges, st)
     take(src_n))
   local rows, rerr, rcode = sc:reap_query()
   if not sok then error(serr, 0) end
-  if not rows then errors.raise(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(rerr)), rcode) end
+  if not rows then errors.raise_sql(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(rerr)), rcode) end
   take(dst_n)(rows)
   for k = 2, #sink_stmts do take(dst_n)(q(sc, sink_stmts[k], "counting " .. t.dst_label)) end
   st.summary_bytes = st.summary_bytes + 16 * 2 * #ranges
@@ -776,14 +776,15 @@ function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
   local sink = self.sink
   st.chunks = #state.chunks
   local c = self.src.c
-  local cur, err, code = c:stream(key_sql .. " LIMIT " .. (self.max_keys + 1))
+  local cur, err, code, sqlstate = c:stream(key_sql .. " LIMIT " .. (self.max_keys + 1))
   if not cur then
-    errors.raise(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)), code)
+    errors.raise_sql(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)),
+      code, sqlstate)
   end
   local kb = batchlib.new(t.keycols)
   while true do
     local n, ferr, fcode = cur:fetch(kb, 100000)
-    if not n then cur:close() errors.raise(string.format("reading the changes of %s failed: %s", t.src_label, tostring(ferr)), fcode) end
+    if not n then cur:close() errors.raise_sql(string.format("reading the changes of %s failed: %s", t.src_label, tostring(ferr)), fcode) end
     if n == 0 then break end
   end
   cur:close()

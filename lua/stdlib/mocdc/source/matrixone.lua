@@ -151,13 +151,13 @@ end
 
 function Mo:run(s, what)
   local n, err, code = self.c:exec(s)
-  if not n then errors.raise(string.format("source %s: %s failed: %s", self.c.label or "", what or s, tostring(err)), code) end
+  if not n then errors.raise_sql(string.format("source %s: %s failed: %s", self.c.label or "", what or s, tostring(err)), code) end
   return n
 end
 
 function Mo:rows(s, what)
   local rows, err, code = self.c:query(s)
-  if not rows then errors.raise(string.format("source %s: %s failed: %s", self.c.label or "", what or s, tostring(err)), code) end
+  if not rows then errors.raise_sql(string.format("source %s: %s failed: %s", self.c.label or "", what or s, tostring(err)), code) end
   return rows
 end
 
@@ -218,7 +218,7 @@ function Mo:cursor(t, after_key)
   local s = sql.select_at(base_sql, t.src_db, t.src_table, self.snap)
   local cur, err, code = self.c:stream(s)
   if not cur then
-    errors.raise(string.format("reading %s at snapshot %s from %s failed: %s", t.src_label, self.snap,
+    errors.raise_sql(string.format("reading %s at snapshot %s from %s failed: %s", t.src_label, self.snap,
       self.c.label or "", tostring(err)), code)
   end
   return cur
@@ -350,7 +350,7 @@ function M.run(job, ctx, run_opts)
                 tostring(err), t.src_label)
               t.no_branch = true
             elseif not changes then
-              errors.raise(string.format("DATA BRANCH DIFF of %s (snapshots %s..%s) on %s failed: %s", t.src_label,
+              errors.raise_sql(string.format("DATA BRANCH DIFF of %s (snapshots %s..%s) on %s failed: %s", t.src_label,
                 prev, snap, src.c.label, tostring(err)), code)
             else
               sink:begin()

@@ -24,9 +24,9 @@ end
 
 function M.open(o)
   local uri = M.source_uri(o)
-  local c, err, errno = conn.open(uri, { role = "source", password = o.password,
+  local c, err, errno, sqlstate = conn.open(uri, { role = "source", password = o.password,
     read_timeout = o.readTimeout, connect_timeout = o.connectTimeout })
-  if not c then errors.open_failed(err, errno) end
+  if not c then errors.open_failed(err, errno, nil, sqlstate) end
   return setmetatable({ c = c, o = o, uri = uri }, Src)
 end
 
@@ -35,8 +35,8 @@ function Src:label() return self.c.label end
 local function start_snapshot(c)
   for _, sql in ipairs({ "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
       "START TRANSACTION WITH CONSISTENT SNAPSHOT" }) do
-    local ok, err, code = c:exec(sql)
-    if not ok then return nil, err, code end
+    local ok, err, code, state = c:exec(sql)
+    if not ok then return nil, err, code, state end
   end
   return true
 end
@@ -115,7 +115,7 @@ function Src:start_helpers(n, list)
     end
     return self.helpers_active, false
   end
-  local started, err = start_snapshot(self.c)
+  local started, err, code, state = start_snapshot(self.c)
   if started and self.between_snapshots then self.between_snapshots() end -- test seam (specs only)
   if started then
     local keep = {}
@@ -133,7 +133,9 @@ function Src:start_helpers(n, list)
     self.locker:close() -- closing a connection releases its table locks
     self.locker = nil
   end
-  if not started then errors.raise(string.format("source %s: starting the snapshot failed: %s", self.c.label, err)) end
+  if not started then
+    errors.raise_sql(string.format("source %s: starting the snapshot failed: %s", self.c.label, err), code, state)
+  end
   self.helper_note = nil
   return self.helpers_active, true
 end
@@ -145,8 +147,8 @@ end
 function Src:begin_snapshot(opts)
   local c = self.c
   local function ex(sql)
-    local ok, err = c:exec(sql)
-    if not ok then errors.raise(string.format("source %s: %s failed: %s", c.label, sql, err)) end
+    local ok, err, code, state = c:exec(sql)
+    if not ok then errors.raise_sql(string.format("source %s: %s failed: %s", c.label, sql, err), code, state) end
   end
   self.helpers_active = {}
   self.position = nil
@@ -257,8 +259,10 @@ end
 
 function Src:cursor(t, after_key)
   local sql = self:select_sql(t, after_key)
-  local cur, err = self.c:stream(sql)
-  if not cur then errors.raise(string.format("reading %s from source %s failed: %s", t.src_label, self.c.label, err)) end
+  local cur, err, code, state = self.c:stream(sql)
+  if not cur then
+    errors.raise_sql(string.format("reading %s from source %s failed: %s", t.src_label, self.c.label, err), code, state)
+  end
   return cur
 end
 
