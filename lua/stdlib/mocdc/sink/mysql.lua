@@ -95,6 +95,16 @@ function Sink:hint(code)
   return h
 end
 
+-- The hint for a failed write of t's rows: errorHandleOption = ignore never
+-- skips a keyless table's rows (replaying them one by one could double rows).
+function Sink:write_hint(t, code, state)
+  if self.ignore and #(t.key or t.key_idx or {}) == 0 and not errors.transient(code, state) then
+    return string.format("; %s has no key: its rows are never skipped one by one (that could double rows); " ..
+      "fix the sink or the row, or give idCols", t.src_label)
+  end
+  return self:hint(code)
+end
+
 -- Pipelined apply (sink.pipelined = sink:can_pipeline(), set by cdc.lua): the
 -- last statement of each apply_changes() is sent without waiting for its
 -- result, so the sink executes it while mocdc reads and decodes the next source
@@ -403,7 +413,7 @@ function Sink:apply_batch(batch, t, mode)
         return #stmts
       end
       errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
+        code and (" (error " .. code .. ")") or "", self:write_hint(t, code, state)), code, state)
     end
   end
   return #stmts
@@ -463,7 +473,7 @@ function Sink:apply_changes(t, b)
         return self:apply_one_by_one(t, b, opts)
       end
       errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, eerr,
-        code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
+        code and (" (error " .. code .. ")") or "", self:write_hint(t, code, state)), code, state)
     end
   end
 end
