@@ -129,7 +129,7 @@ local MATRIX = {
 }
 
 local VALUES = { mode = "Append", errorHandleOption = "stop", checksum = "crc", gate = "auto", level = "account",
-  sinkType = "mysql", updateColumn = "u", diff = "branch" }
+  sinkType = "mysql", updateColumn = "u", diff = "branch", binlogFileOffset = 4, maxSqlLength = 65536 }
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -199,6 +199,33 @@ describe("options matrix (issue 10)", function()
     assert.equals("option chunkSize is not supported by mysql sink", (check("snapshot", "mysql", "sink", "chunkSize")))
     assert.equals("option flushInterval is not supported by snapshot source",
       (check("snapshot", "mysql", "source", "flushInterval")))
+  end)
+
+  it("refuses a numeric option that is not a number in range, before any engine reads it", function()
+    local function bad(src_kind, where, name, v)
+      local so, ko = {}, {}
+      ;(where == "source" and so or ko)[name] = v
+      local ok, e = pcall(options.check, src_kind, "mysql", so, ko)
+      assert.is_false(ok, name .. " = " .. tostring(v))
+      assert.equals(2, e.code)
+      return e.msg
+    end
+    assert.equals("option heartbeat = '1s' must be a number >= 0", bad("binlog", "source", "heartbeat", "1s"))
+    assert.equals("option maxTxnRows = '0' must be a number >= 1", bad("binlog", "source", "maxTxnRows", "0"))
+    assert.equals("option flushInterval = 'soon' must be a number >= 0", bad("binlog", "sink", "flushInterval", "soon"))
+    assert.equals("option binlogFileOffset = '2' must be a number >= 4", bad("binlog", "source", "binlogFileOffset", 2))
+    assert.equals("option serverId = '4294967296' must be a whole number in 1..4294967295",
+      bad("binlog", "source", "serverId", "4294967296"))
+    assert.equals("option sendSqlTimeout = '10m' must be a number >= 1", bad("snapshot", "sink", "sendSqlTimeout", "10m"))
+    assert.equals("option leafRows = 'x' must be a number >= 1", bad("snapshot+duration", "source", "leafRows", "x"))
+    -- every numeric option is a documented one, and numbers as strings (from --set) are fine
+    for name, min in pairs(options.NUMERIC) do
+      assert.is_not_nil(options.SUPPORTED[name], name)
+      local kind = options.SUPPORTED[name].sources[1]
+      local so, ko = {}, {}
+      ;(options.SUPPORTED[name].at == "sink" and ko or so)[name] = tostring(math.max(min, 4) + 1020)
+      assert.is_true(pcall(options.check, kind, "mysql", so, ko), name)
+    end
   end)
 
   it("duration sets the diff interval given to load.* or save.append", function()

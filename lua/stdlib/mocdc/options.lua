@@ -81,6 +81,15 @@ M.SUPPORTED = {
   onDeadLetter = opt("sink", ALL, SQL_SINK),
 }
 
+-- Numeric options and their least value.
+M.NUMERIC = {
+  port = 1, readTimeout = 1, connectTimeout = 1, chunkSize = 1, batchSize = 1,
+  binlogIndex = 0, binlogFileOffset = 4, serverId = 1, heartbeat = 0, heartbeatInterval = 0, maxTxnRows = 1,
+  flushInterval = 0, duration = 0, syncInterval = 0, maxSqlLength = 1024, sendSqlTimeout = 1,
+  fullCheckInterval = 0, checksumParallel = 1, diffChunkRows = 1, leafRows = 1, noKeyMaxRows = 1,
+  updateColumnMaxKeys = 1, changeScanMargin = 0, minPitrHours = 0, verifyInterval = 0,
+}
+
 local function has(list, x)
   for _, v in ipairs(list) do if v == x then return true end end
   return false
@@ -131,6 +140,18 @@ function M.check(src_kind, sink_kind, source_opts, sink_opts)
   end
   for _, k in ipairs(sorted_keys(source_opts)) do one(k, "source") end
   for _, k in ipairs(sorted_keys(sink_opts)) do one(k, "sink") end
+  -- numbers: checked here, so an engine's tonumber never turns a typo into its default
+  for _, o in ipairs({ source_opts or {}, sink_opts or {} }) do
+    for _, k in ipairs(sorted_keys(o)) do
+      local min = M.NUMERIC[k]
+      if min then
+        local n = M.number(o, k, nil, min)
+        if k == "serverId" and n and (n ~= math.floor(n) or n > 4294967295) then
+          errors.raise(string.format("option serverId = '%s' must be a whole number in 1..4294967295", tostring(o[k])), 2)
+        end
+      end
+    end
+  end
 end
 
 return M
