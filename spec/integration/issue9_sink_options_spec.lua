@@ -124,9 +124,9 @@ mdb.describe("sink options (issue 9)", function()
     local function case(name, opt)
       local sets = { [opt] = 0.5, maxTxnRows = 100000000 }
       run(name, "fi.t:" .. name .. ".t", sets)
-      -- a backlog of 80 source transactions of 8000 rows: the stream is busy while it is applied
+      -- a backlog of 150 source transactions of 8000 rows: the stream is busy while it is applied
       local stmts = {}
-      for _ = 1, 80 do
+      for _ = 1, 150 do
         stmts[#stmts + 1] = string.format("INSERT INTO fi.t SELECT seq, 'p' FROM seq_%d_to_%d;", n + 1, n + 8000)
         n = n + 8000
       end
