@@ -271,6 +271,14 @@ mdb.describe("mocdc.conn with MariaDB", function()
     local COLS = "(id INT PRIMARY KEY, s VARCHAR(100) CHARACTER SET utf8mb4, b BLOB, bt BIT(64), big LONGBLOB)"
     local CMP = "SELECT id, HEX(s), HEX(b), CAST(bt AS UNSIGNED), MD5(big), LENGTH(big) FROM t.%s ORDER BY id"
 
+    -- t.wide: 30000 rows on the source, an empty copy on the sink (several specs use it,
+    -- in any order)
+    setup(function()
+      assert(s:exec("CREATE TABLE t.wide (id INT PRIMARY KEY, pad LONGTEXT) " ..
+        "SELECT seq AS id, REPEAT('x', 2000) AS pad FROM t.seq_1_to_30000"))
+      assert(d:exec("CREATE TABLE t.wide (id INT PRIMARY KEY, pad LONGTEXT)"))
+    end)
+
     local function same_rows(tbl)
       local a, e1 = s:query(CMP:format(tbl))
       local b, e2 = d:query(CMP:format(tbl))
@@ -333,9 +341,7 @@ mdb.describe("mocdc.conn with MariaDB", function()
     end)
 
     it("a source failure aborts the LOAD (rolled back) and is reported as the source's error", function()
-      assert(s:exec("CREATE TABLE t.wide (id INT PRIMARY KEY, pad LONGTEXT) " ..
-        "SELECT seq AS id, REPEAT('x', 2000) AS pad FROM t.seq_1_to_30000"))
-      assert(d:exec("CREATE TABLE t.wide (id INT PRIMARY KEY, pad LONGTEXT)"))
+      assert(d:exec("TRUNCATE TABLE t.wide"))
       local sc = assert(conn.open(src.uri, { role = "source" }))
       local sink = assert(conn.open(dst.uri, { role = "sink", local_infile = true }))
       local cur = assert(sc:stream("SELECT id, pad FROM t.wide ORDER BY id"))
