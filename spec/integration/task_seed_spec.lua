@@ -43,7 +43,7 @@ mdb.describe("mo_cdc walkthroughs with mocdc task (issue 4)", function()
        (3, 103, '2024-03-05 16:45:00', 75.00, 'Processing'),
        (4, 104, '2024-04-20 09:15:00', 200.00, 'Shipped'),
        (5, 105, '2024-05-12 14:00:00', 49.99, 'Delivered');]])
-    sink:sql([[CREATE DATABASE analytics_db;
+    sink:sql([[CREATE DATABASE IF NOT EXISTS analytics_db;
       CREATE TABLE analytics_db.orders_backup (
           order_id INT PRIMARY KEY,
           customer_id INT,
