@@ -112,67 +112,94 @@ static int grow_array(void **p, size_t *cap, size_t need, size_t size, size_t fi
   return 0;
 }
 
-static size_t image_bytes(int ncols, const char *const *v, const unsigned long *len) {
+/* Value bytes of an image: columns map[i] (identity when map is NULL) of v/len;
+ * SIZE_MAX when a value is too long for a 32-bit length. */
+static size_t image_bytes(int ncols, const char *const *v, const unsigned long *len, const int *map) {
   size_t n = 0;
   if (!v) return 0;
-  for (int i = 0; i < ncols; i++)
-    if (v[i]) n += len[i];
+  for (int i = 0; i < ncols; i++) {
+    int c = map ? map[i] : i;
+    if (!v[c]) continue;
+    if (len[c] >= MOCDC_NULL_LEN) return SIZE_MAX;
+    n += len[c];
+  }
   return n;
 }
 
-static uint32_t copy_image(mocdc_batch *b, const char *const *v, const unsigned long *len) {
+static uint32_t copy_image(mocdc_batch *b, const char *const *v, const unsigned long *len, const int *map) {
   if (!v) return MOCDC_NO_IMAGE;
   uint32_t image = (uint32_t)b->nvals;
   mocdc_val *out = b->vals + b->nvals;
   for (int i = 0; i < b->ncols; i++) {
-    if (!v[i]) {
+    int c = map ? map[i] : i;
+    if (!v[c]) {
       out[i].off = 0;
       out[i].len = MOCDC_NULL_LEN;
       continue;
     }
     out[i].off = (uint32_t)b->dlen;
-    out[i].len = (uint32_t)len[i];
-    if (len[i]) memcpy(b->data + b->dlen, v[i], len[i]);
-    b->dlen += len[i];
+    out[i].len = (uint32_t)len[c];
+    if (len[c]) memcpy(b->data + b->dlen, v[c], len[c]);
+    b->dlen += len[c];
   }
   b->nvals += (size_t)b->ncols;
   return image;
 }
 
-int mocdc_batch_add(mocdc_batch *b, int op, int64_t ts,
-                    const char *const *before, const unsigned long *before_len,
-                    const char *const *after, const unsigned long *after_len) {
-  if (op < MOCDC_INSERT || op > MOCDC_DELETE) return -1;
-  for (int i = 0; i < b->ncols; i++) {
-    if (before && before[i] && before_len[i] >= MOCDC_NULL_LEN) return -1;
-    if (after && after[i] && after_len[i] >= MOCDC_NULL_LEN) return -1;
-  }
-  size_t nimg = (before ? 1 : 0) + (after ? 1 : 0);
-  size_t bytes = image_bytes(b->ncols, before, before_len) + image_bytes(b->ncols, after, after_len);
+/* Room for one more row of `nimg` images holding `bytes` value bytes. A grown
+ * arena is a new one: *old gets the previous arena, which the caller frees
+ * only after copying (the values may point into this very batch: a transform
+ * copying one of its rows). */
+static int reserve_row(mocdc_batch *b, size_t nimg, size_t bytes, char **old) {
+  *old = NULL;
+  if (bytes == SIZE_MAX) return -1;
   size_t need_vals = b->nvals + nimg * (size_t)b->ncols;
   size_t need_data = b->dlen + bytes;
   /* 32-bit offsets (MOCDC_NO_IMAGE / MOCDC_NULL_LEN reserved) */
   if (need_vals >= UINT32_MAX || need_data >= UINT32_MAX) return -1;
   if (grow_array((void **)&b->rows, &b->cap_rows, b->nrows + 1, sizeof *b->rows, 64) != 0) return -1;
   if (grow_array((void **)&b->vals, &b->cap_vals, need_vals, sizeof *b->vals, 256) != 0) return -1;
-  char *old = NULL;
   if (need_data > b->dcap) {
-    /* New arena, then free the old one only after copying: the source values
-     * may point into this very batch (a transform copying one of its rows). */
     size_t c = b->dcap ? b->dcap : 4096;
     while (c < need_data) c *= 2;
     char *n = malloc(c);
     if (!n) return -1;
     if (b->dlen) memcpy(n, b->data, b->dlen);
-    old = b->data;
+    *old = b->data;
     b->data = n;
     b->dcap = c;
   }
+  return 0;
+}
+
+int mocdc_batch_add(mocdc_batch *b, int op, int64_t ts,
+                    const char *const *before, const unsigned long *before_len,
+                    const char *const *after, const unsigned long *after_len) {
+  if (op < MOCDC_INSERT || op > MOCDC_DELETE) return -1;
+  size_t nb = image_bytes(b->ncols, before, before_len, NULL), na = image_bytes(b->ncols, after, after_len, NULL);
+  char *old;
+  if (nb == SIZE_MAX || na == SIZE_MAX || reserve_row(b, (before ? 1 : 0) + (after ? 1 : 0), nb + na, &old) != 0)
+    return -1;
   mocdc_row *r = &b->rows[b->nrows++];
   r->op = (uint8_t)op;
   r->ts = ts;
-  r->before = copy_image(b, before, before_len);
-  r->after = copy_image(b, after, after_len);
+  r->before = copy_image(b, before, before_len, NULL);
+  r->after = copy_image(b, after, after_len, NULL);
+  free(old);
+  return 0;
+}
+
+int mocdc_batch_add_projected(mocdc_batch *b, int op, int64_t ts, const char *const *v,
+                              const unsigned long *len, const int *map) {
+  if (op < MOCDC_INSERT || op > MOCDC_DELETE) return -1;
+  char *old;
+  if (reserve_row(b, 1, image_bytes(b->ncols, v, len, map), &old) != 0) return -1;
+  mocdc_row *r = &b->rows[b->nrows++];
+  r->op = (uint8_t)op;
+  r->ts = ts;
+  uint32_t image = copy_image(b, v, len, map);
+  r->before = op == MOCDC_INSERT ? MOCDC_NO_IMAGE : image;
+  r->after = op == MOCDC_DELETE ? MOCDC_NO_IMAGE : image;
   free(old);
   return 0;
 }
@@ -381,6 +408,17 @@ static int l_count(lua_State *L) {
   return 1;
 }
 
+/* counts() -> inserts, updates, deletes */
+static int l_counts(lua_State *L) {
+  mocdc_batch *b = mocdc_batch_check(L, 1);
+  lua_Integer n[4] = {0, 0, 0, 0};
+  for (size_t i = 0; i < b->nrows; i++) n[b->rows[i].op]++;
+  lua_pushinteger(L, n[MOCDC_INSERT]);
+  lua_pushinteger(L, n[MOCDC_UPDATE]);
+  lua_pushinteger(L, n[MOCDC_DELETE]);
+  return 3;
+}
+
 static int l_bytes(lua_State *L) {
   lua_pushnumber(L, (lua_Number)mocdc_batch_bytes(mocdc_batch_check(L, 1)));
   return 1;
@@ -418,7 +456,7 @@ static int l_tostring(lua_State *L) {
 static const luaL_Reg batch_methods[] = {
     {"add", l_add},     {"add_named", l_add_named}, {"get", l_get},     {"get_named", l_get_named},
     {"count", l_count}, {"bytes", l_bytes},         {"clear", l_clear}, {"columns", l_columns},
-    {"free", l_free},   {"append", l_append}, {NULL, NULL}};
+    {"free", l_free},   {"append", l_append}, {"counts", l_counts}, {NULL, NULL}};
 
 /* Create the metatable on first use: conn.c may push a batch before anyone
  * required mocdc.batch.lib. Leaves nothing on the stack. */

@@ -53,6 +53,13 @@ int mocdc_batch_add(mocdc_batch *b, int op, int64_t ts,
                     const char *const *before, const unsigned long *before_len,
                     const char *const *after, const unsigned long *after_len);
 
+/* Append a row of one image: columns map[0..ncols-1] (0-based) of a wider
+ * source row v/len (a cursor row). insert: the image is `after`; delete:
+ * `before`; update: the one image is both (stored once, shared). Returns 0,
+ * or -1 on OOM / a value of 4 GiB or more. */
+int mocdc_batch_add_projected(mocdc_batch *b, int op, int64_t ts, const char *const *v,
+                              const unsigned long *len, const int *map);
+
 /* Value access; returns NULL for SQL NULL (and *len = 0). */
 static inline const char *mocdc_batch_val(const mocdc_batch *b, uint32_t image, int col, size_t *len) {
   const mocdc_val *v = &b->vals[(size_t)image + (size_t)col];

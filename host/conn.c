@@ -508,7 +508,47 @@ static int fail_fetch(lua_State *L, mcursor *cur) {
   return mocdc_push_fail(L, mysql_error(my), (int)mysql_errno(my), mysql_sqlstate(my));
 }
 
-/* fetch(batch, max_rows[, max_bytes]) -> n (0 at the end) | nil, msg, errno, sqlstate */
+/* A change row's op from its flag value (INSERT / UPDATE / DELETE in any
+ * case, as MatrixOne's DATA BRANCH DIFF reports them), or 0. */
+static int flag_op(const char *v, unsigned long len) {
+  static const char *const flags[] = {"INSERT", "UPDATE", "DELETE"};
+  if (!v || len != 6) return 0;
+  for (int k = 0; k < 3; k++) {
+    int i = 0;
+    while (i < 6 && (v[i] & ~0x20) == flags[k][i]) i++;
+    if (i == 6) return k + 1; /* MOCDC_INSERT, MOCDC_UPDATE, MOCDC_DELETE */
+  }
+  return 0;
+}
+
+/* The projection of fetch()'s 5th argument {cols = {i, ...}, flag = i}
+ * (1-based cursor columns) as 0-based indexes in a GC'd userdata: map[0..ncols-1]
+ * per batch column, map[ncols] the flag column. Misuse raises. */
+static int *read_projection(lua_State *L, int idx, const mcursor *cur, const mocdc_batch *b) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  int *map = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)b->ncols + 1));
+  lua_getfield(L, idx, "cols");
+  if (!lua_istable(L, -1) || (int)lua_objlen(L, -1) != b->ncols)
+    luaL_error(L, "fetch: projection cols must list one cursor column per batch column (%d)", b->ncols);
+  for (int i = 0; i <= b->ncols; i++) {
+    if (i < b->ncols) lua_rawgeti(L, -1, i + 1);
+    else lua_getfield(L, idx, "flag");
+    lua_Integer c = lua_isnumber(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (c < 1 || c > cur->ncols)
+      luaL_error(L, "fetch: projection %s %d is not a cursor column (1..%d)", i < b->ncols ? "column" : "flag",
+                 (int)c, cur->ncols);
+    map[i] = (int)c - 1;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return map;
+}
+
+/* fetch(batch, max_rows[, max_bytes[, projection]]) -> n (0 at the end) | nil, msg[, errno, sqlstate]
+ * Without a projection each row is an insert of all cursor columns. With one
+ * ({cols =, flag =}) each row is a change of the columns `cols`, its op read
+ * from column `flag` (mocdc_batch_add_projected); another flag value stops
+ * the fetch with nil, msg (the rows before it stay in the batch). */
 static int l_fetch(lua_State *L) {
   mcursor *cur = check_cursor(L, 1);
   mocdc_batch *b = mocdc_batch_check(L, 2);
@@ -517,7 +557,8 @@ static int l_fetch(lua_State *L) {
   if (max_rows < 1) return luaL_argerror(L, 3, "max_rows must be >= 1");
   if (cur->done) { lua_pushinteger(L, 0); return 1; }
   if (!cur->res) return luaL_error(L, "fetch: cursor is closed");
-  if (b->ncols != cur->ncols)
+  const int *map = lua_isnoneornil(L, 5) ? NULL : read_projection(L, 5, cur, b);
+  if (!map && b->ncols != cur->ncols)
     return luaL_error(L, "fetch: batch has %d columns, the cursor %d", b->ncols, cur->ncols);
   double n = 0;
   while (n < max_rows) {
@@ -528,8 +569,20 @@ static int l_fetch(lua_State *L) {
       break;
     }
     unsigned long *lens = mysql_fetch_lengths(cur->res);
-    if (mocdc_batch_add(b, MOCDC_INSERT, 0, NULL, NULL, (const char *const *)row, lens) != 0)
-      return luaL_error(L, "fetch: out of memory");
+    int rc;
+    if (map) {
+      int f = map[b->ncols], op = flag_op(row[f], lens[f]);
+      if (!op) {
+        if (row[f]) lua_pushlstring(L, row[f], lens[f] > 64 ? 64 : lens[f]);
+        lua_pushfstring(L, "row %d: flag column %d holds %s%s%s, not INSERT, UPDATE or DELETE", (int)cur->nrows + 1,
+                        f + 1, row[f] ? "'" : "", row[f] ? lua_tostring(L, -1) : "NULL", row[f] ? "'" : "");
+        return mocdc_push_fail(L, lua_tostring(L, -1), 0, NULL);
+      }
+      rc = mocdc_batch_add_projected(b, op, 0, (const char *const *)row, lens, map);
+    } else {
+      rc = mocdc_batch_add(b, MOCDC_INSERT, 0, NULL, NULL, (const char *const *)row, lens);
+    }
+    if (rc != 0) return luaL_error(L, "fetch: out of memory");
     n++;
     cur->nrows++;
     if (max_bytes > 0 && (lua_Number)mocdc_batch_bytes(b) >= max_bytes) break;

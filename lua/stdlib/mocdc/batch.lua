@@ -8,8 +8,8 @@
 --
 -- Values are MySQL text-protocol strings; SQL NULL is batch.NULL (a NULL
 -- lightuserdata, equal to cjson.null) in arrays and a missing key in named
--- tables. Methods: add, add_named, get, get_named, count, bytes, clear,
--- columns, free. add/add_named take an optional 5th argument `ts` (event
+-- tables. Methods: add, add_named, get, get_named, count, counts (inserts,
+-- updates, deletes), bytes, clear, columns, free, append. add/add_named take an optional 5th argument `ts` (event
 -- time, seconds) that get/get_named return as 4th value.
 local lib = require("mocdc.batch.lib")
 
