@@ -33,10 +33,21 @@ local function fake(answers)
     if rows == nil then return nil, cols, code end
     local done = false
     return {
-      fetch = function(_, b)
+      -- proj {cols =, flag =}: what host/conn.c's projection does (pinned against a real server in
+      -- spec/integration/issue10_cursor_projection_spec.lua)
+      fetch = function(_, b, _, _, proj)
         if done then return 0 end
         done = true
-        for _, r in ipairs(rows) do b:add("insert", nil, r) end
+        for _, r in ipairs(rows) do
+          if proj then
+            local img = {}
+            for j, k in ipairs(proj.cols) do img[j] = r[k] end
+            local op = r[proj.flag]:lower()
+            b:add(op, op ~= "insert" and img or nil, op ~= "delete" and img or nil)
+          else
+            b:add("insert", nil, r)
+          end
+        end
         return #rows
       end,
       close = function() end,
@@ -139,7 +150,12 @@ describe("MatrixOne source on a connection", function()
       { "orders", "DELETE", "2", "102", "2024-02-10 10:00:00", "149.50", "Delivered" },
     }, cols } })
     local src = mo.wrap(c, {})
-    local changes = src:read_diff(orders, "mocdc_p_2", "mocdc_p_1")
+    local r = src:diff_reader(orders, "mocdc_p_2", "mocdc_p_1")
+    local changes = batch.new(orders.columns)
+    assert.equals(3, r:fetch(changes, 5000))
+    assert.equals(0, r:fetch(changes, 5000))
+    r:close()
+    assert.same({ 1, 1, 1 }, { changes:counts() })
     assert.same({ "DATA BRANCH DIFF `source_db`.`orders`{SNAPSHOT = 'mocdc_p_2'} AGAINST " ..
       "`source_db`.`orders`{SNAPSHOT = 'mocdc_p_1'}" }, c.log)
     assert.equals(3, changes:count())
@@ -155,7 +171,7 @@ describe("MatrixOne source on a connection", function()
   it("knows when DATA BRANCH DIFF is not there", function()
     local c = fake({ { "DATA BRANCH DIFF", nil, "You have an error in your SQL syntax", 1064 } })
     local src = mo.wrap(c, {})
-    local b, err, code = src:read_diff(orders, "s2", "s1")
+    local b, err, code = src:diff_reader(orders, "s2", "s1")
     assert.is_nil(b)
     assert.is_true(mo.unsupported(err, code))
     assert.is_false(mo.unsupported("Lost connection to server", 2013))

@@ -41,6 +41,21 @@ function M.add_transformed(out, op, before, after, t, what, orig)
   end
 end
 
+-- The per-row transform path (the full copy, the MatrixOne diff): row i of
+-- batch `inb` (its after image; a delete's before image) through the compiled
+-- transforms `fn`. Returns the sink row (nil: the transforms drop it) and the
+-- row's op. A failing transform is one line naming the source table, the
+-- change (`what`, default the op) and the row's source key.
+function M.transform_row(fn, t, inb, i, what)
+  local op, before, after = inb:get_named(i)
+  local okf, res = pcall(fn, after or before)
+  if okf then return res, op end
+  local e = type(res) == "table" and res or { msg = tostring(res) }
+  local _, b0, a0 = inb:get_named(i) -- the transform may have changed the row in place
+  errors.raise(string.format("transform %s at %s failed on %s %s %s: %s", e.transform or "?", e.where or "?",
+    t.src_label, what or op, key_text(t, a0 or b0), e.msg))
+end
+
 -- Key values are arbitrary bytes (a VARBINARY key need not be UTF-8): the
 -- watermark stores them hex-encoded, {hex = {"0a1b", ...}}.
 function M.encode_key(key)
@@ -177,14 +192,7 @@ function M.copy_table(ctx, t)
         if n == 0 then break end
         if fn then
           for i = 1, n do
-            local _, _, row = inb:get_named(i)
-            local okf, res = pcall(fn, row)
-            if not okf then
-              local e = type(res) == "table" and res or { msg = tostring(res) }
-              local _, _, orig = inb:get_named(i)
-              errors.raise(string.format("transform %s at %s failed on %s row %s: %s", e.transform or "?",
-                e.where or "?", t.src_label, key_text(t, orig), e.msg))
-            end
+            local res = M.transform_row(fn, t, inb, i, "row")
             if res ~= nil then
               local _, _, orig = inb:get_named(i)
               M.add_transformed(outb, "insert", nil, res, t, "row", orig)

@@ -32,6 +32,9 @@ local util = require("mocdc.util.lib")
 local M = {}
 local qi, qname = schema.qi, schema.qname
 
+-- A diff chunk stops at batchSize rows or at this many bytes.
+local MAX_CHUNK_BYTES = 16 * 1024 * 1024
+
 ---------------------------------------------------------------------------
 -- statements
 ---------------------------------------------------------------------------
@@ -231,43 +234,101 @@ function M.unsupported(err, code)
   return m:find("syntax", 1, true) ~= nil or m:find("not supported", 1, true) ~= nil
 end
 
--- Changes of t between two snapshots as a batch of t.columns (ops from the
--- flag column), or nil, err, code when the statement fails.
-function Mo:read_diff(t, new_snap, old_snap)
+-- The changes of t between two snapshots, read with a streaming cursor:
+-- reader:fetch(b, max_rows) appends up to max_rows of them to b (a batch of
+-- t.columns) -> n (0 at the end); the projection (the columns by name, the op
+-- from the flag column) is done in C (host/conn.c), no row becomes a Lua
+-- value. reader:close(). nil, err, code when the statement fails.
+-- Result columns: [diff <t> against <t>, flag, <visible columns, lower-cased>].
+function Mo:diff_reader(t, new_snap, old_snap)
   local s = sql.branch_diff(t.src_db, t.src_table, new_snap, old_snap)
-  local cur, cols_or_err, code = self.c:stream(s)
-  if not cur then return nil, cols_or_err, code end
-  local cols = cols_or_err
-  local raw = batchlib.new(cols)
-  while true do
-    local n, err, fcode = cur:fetch(raw, 100000)
-    if not n then cur:close() return nil, err, fcode end
-    if n == 0 then break end
-  end
-  cur:close()
-  -- result columns: [diff <t> against <t>, flag, col1, col2, ...]
+  local cur, cols, code = self.c:stream(s)
+  if not cur then return nil, cols, code end
   local pos = {}
   for i = 3, #cols do pos[cols[i].name:lower()] = i end
   local map = {}
   for j, c in ipairs(t.columns) do
-    map[j] = pos[c.name:lower()] or errors.raise(string.format("DATA BRANCH DIFF of %s has no column %s",
-      t.src_label, c.name))
+    map[j] = pos[c.name:lower()]
+    if not map[j] then
+      cur:close()
+      errors.raise(string.format("DATA BRANCH DIFF of %s has no column %s", t.src_label, c.name))
+    end
   end
-  local out = batchlib.new(t.columns)
+  local proj, label, stats = { cols = map, flag = 2 }, self.c.label, self.stats
+  local what = string.format("DATA BRANCH DIFF of %s (snapshots %s..%s) on %s", t.src_label, old_snap, new_snap, label)
+  return {
+    fetch = function(_, b, max_rows)
+      local n, err, ecode, sqlstate = cur:fetch(b, max_rows, MAX_CHUNK_BYTES, proj)
+      if not n then errors.raise_sql(string.format("%s failed: %s", what, tostring(err)), ecode, sqlstate) end
+      stats.rows_fetched = (stats.rows_fetched or 0) + n
+      stats.bytes_fetched = (stats.bytes_fetched or 0) + b:bytes()
+      return n
+    end,
+    close = function() cur:close() end,
+  }
+end
+
+-- Through the transforms (copy.transform_row): an insert or update they keep
+-- is written (REPLACE by key), a delete they keep deletes by key; an update
+-- they drop deletes its key too (the old image, which the diff does not carry,
+-- may be in the sink); an insert or delete they drop was never in the sink.
+local function transform_changes(fn, t, raw, out)
   for i = 1, raw:count() do
-    local _, _, row = raw:get(i)
-    local img = {}
-    for j = 1, #map do img[j] = row[map[j]] end
-    local flag = tostring(row[2]):upper()
-    if flag == "INSERT" then out:add("insert", nil, img)
-    elseif flag == "DELETE" then out:add("delete", img, nil)
-    elseif flag == "UPDATE" then out:add("update", img, img)
-    else errors.raise(string.format("DATA BRANCH DIFF of %s returned flag '%s'", t.src_label, tostring(row[2]))) end
+    local res, op = copy.transform_row(fn, t, raw, i)
+    if res ~= nil or op == "update" then
+      local _, b0, a0 = raw:get_named(i)
+      local orig = a0 or b0
+      if res ~= nil and op ~= "delete" then
+        copy.add_transformed(out, "insert", nil, res, t, op, orig)
+      else
+        local key = res
+        if key == nil then
+          key = {}
+          for j, ki in ipairs(t.key_idx) do key[t.out_columns[t.dst_key_idx[j]].name] = orig[t.columns[ki].name] end
+        end
+        copy.add_transformed(out, "delete", key, nil, t, op, orig)
+      end
+    end
   end
-  self.stats.rows_fetched = (self.stats.rows_fetched or 0) + raw:count()
-  self.stats.bytes_fetched = (self.stats.bytes_fetched or 0) + raw:bytes()
+end
+
+-- Apply the changes of t from snapshot prev to snap: batchSize rows at a time
+-- (MAX_CHUNK_BYTES at most) read into one native batch, through the
+-- transforms when there are any, written, and the watermark `info` in the
+-- same sink transaction, so the iteration is applied whole or not at all.
+-- Returns the stats, or nil, err, code when the statement fails.
+function Mo:apply_diff(t, sink, fn, snap, prev, info, batch_rows)
+  local r, err, code = self:diff_reader(t, snap, prev)
+  if not r then return nil, err, code end
+  local t0 = util.mono()
+  local st = diffsrc.new_stats(t)
+  local raw = batchlib.new(t.columns)
+  local out = fn and batchlib.new(t.out_columns) or raw
+  local ok, e = pcall(function()
+    sink:begin()
+    while true do
+      if util.stop_requested() then errors.raise("interrupted; the next run continues from the last snapshot", 130) end
+      raw:clear()
+      if out ~= raw then out:clear() end
+      if r:fetch(raw, batch_rows) == 0 then break end
+      local i, u, d = raw:counts()
+      st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
+      if fn then transform_changes(fn, t, raw, out) end
+      if out:count() > 0 then sink:apply_batch(out, t, "replace") end
+    end
+    sink:set_watermark(t.src_label, t.dst_label, "mo", nil, info)
+    sink:commit()
+    st.commits = 1
+  end)
+  r:close()
   raw:free()
-  return out
+  if out ~= raw then out:free() end
+  if not ok then
+    sink:rollback()
+    error(e, 0)
+  end
+  st.seconds = util.mono() - t0
+  return st
 end
 
 M.Mo = Mo
@@ -296,6 +357,8 @@ function M.run(job, ctx, run_opts)
     local mode = so.diff or "branch" -- "branch" | "chunks"
     local verify = tonumber(so.verifyInterval) or 3600
     local no_full = options.truthy(so.noFull)
+    local fn = eng.fn -- the compiled transforms, or nil
+    local batch_rows = eng.batch_rows
     local counter = math.floor(util.now() * 1000)
     local iteration, summary = 0, nil
     while true do
@@ -338,33 +401,20 @@ function M.run(job, ctx, run_opts)
           sink:commit()
           summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = el, full = true }
         else
-          local t0 = util.mono()
-          local use_branch = mode == "branch" and not t.no_branch and #t.keycols > 0 and #job.stream.transforms == 0
+          local use_branch = mode == "branch" and not t.no_branch and #t.keycols > 0
           local prev_ok = src:snapshot_exists(prev)
           if use_branch and (not prev_ok or util.now() - info.verified >= verify) then use_branch = false end
           local st
           if use_branch then
-            local changes, err, code = src:read_diff(t, snap, prev)
-            if not changes and M.unsupported(err, code) then
+            local err, code
+            st, err, code = src:apply_diff(t, sink, fn, snap, prev, info, batch_rows)
+            if not st and M.unsupported(err, code) then
               log.warn("source %s has no DATA BRANCH DIFF (%s): diffing %s by chunk checksums", src.c.label,
                 tostring(err), t.src_label)
               t.no_branch = true
-            elseif not changes then
+            elseif not st then
               errors.raise_sql(string.format("DATA BRANCH DIFF of %s (snapshots %s..%s) on %s failed: %s", t.src_label,
                 prev, snap, src.c.label, tostring(err)), code)
-            else
-              sink:begin()
-              if changes:count() > 0 then sink:apply_changes(t, changes) end
-              sink:set_watermark(t.src_label, t.dst_label, "mo", nil, info)
-              sink:commit()
-              st = diffsrc.new_stats(t)
-              for i = 1, changes:count() do
-                local op = changes:get(i)
-                if op == "insert" then st.inserts = st.inserts + 1
-                elseif op == "update" then st.updates = st.updates + 1 else st.deletes = st.deletes + 1 end
-              end
-              changes:free()
-              st.seconds = util.mono() - t0
             end
           end
           if not st then
