@@ -8,6 +8,7 @@ local mdb = require("spec.helpers.mariadb")
 local cli = require("spec.support.cli")
 local emulator = require("spec.helpers.mo_emulator")
 local log = require("mocdc.log")
+local util = require("mocdc.util.lib")
 
 mdb.describe("MatrixOne DATA BRANCH DIFF from native batches (issue 10 item 4)", function()
   local up, sink, home
@@ -69,6 +70,56 @@ mdb.describe("MatrixOne DATA BRANCH DIFF from native batches (issue 10 item 4)",
     assert.is_true(rss < 80, "peak RSS " .. rss .. " MB")
     local q = "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', id, a, pad))) FROM "
     assert.are.same(up:rows(q .. "big.t"), sink:rows(q .. "bigmo.t"))
+  end)
+
+  -- The iteration's batches and its watermark are one sink transaction: a run
+  -- killed while it applies them leaves the sink as it was, and the next run
+  -- applies the whole diff again, exactly once.
+  it("a run killed in the middle of a diff loses nothing and doubles nothing", function()
+    up:sql([[CREATE DATABASE crash; USE crash;
+      CREATE TABLE crash.t (id INT PRIMARY KEY, pad VARCHAR(64) NOT NULL) WITH SYSTEM VERSIONING;
+      INSERT INTO crash.t SELECT seq, MD5(seq) FROM seq_1_to_20000;]])
+    local p = script("crash", [[
+      local emulator = require("spec.helpers.mo_emulator")
+      local mo = require("mocdc.source.matrixone")
+      local snapshot = require("mocdc.source.snapshot")
+      local snaps_file = var "snaps"
+      mo.open = function(o)
+        local base = snapshot.open(o)
+        base.c = emulator.wrap(base.c, { branch_diff = true, snapshots_file = snaps_file,
+          pitr = { { "p", "x", "x", "database", "sys", "crash", "*", "2", "h" } } })
+        return mo.wrap(base.c, o, base)
+      end
+      local s = load.matrixone { uri = var "source_uri", tables = "crash.t:crashmo.t", batchSize = 1000 }
+      save.append(s, var "sink_uri", { duration = 1, checkpointLocation = var "checkpoint" })
+    ]])
+    local args = { "run", p, "--once", "--set", "source_uri=" .. up.uri, "--set", "sink_uri=" .. sink.uri,
+      "--set", "checkpoint=" .. home .. "/cp-crash", "--set", "snaps=" .. home .. "/crash-snapshots.json" }
+    local rc, out, err = cli.run(args, { env = { MOCDC_HOME = home } })
+    assert.are.equal(0, rc, err)
+    up:sql("USE crash; INSERT INTO crash.t SELECT seq, SHA1(seq) FROM seq_20001_to_300000; " ..
+      "UPDATE crash.t SET pad = 'u' WHERE id <= 5000; DELETE FROM crash.t WHERE id > 5000 AND id <= 6000")
+    local wm_q = "SELECT position FROM mocdc.watermark WHERE source_table = 'crash.t'"
+    local wm = sink:rows(wm_q)
+    local logf = home .. "/crash.log"
+    local pid = cli.spawn(args, logf, { env = { MOCDC_HOME = home } })
+    -- mid-apply: the sink transaction has written some of the batches
+    cli.eventually(function()
+      local r = sink:rows("SELECT MAX(trx_rows_modified) FROM information_schema.innodb_trx")
+      return tonumber(r[1][1]) and tonumber(r[1][1]) >= 5000
+    end, 60, "the diff's sink transaction to be under way")
+    assert.is_not_nil(util.kill(pid, 9))
+    assert.is_true(cli.wait(pid, 10))
+    -- nothing of the killed iteration is in the sink, the watermark still names the old snapshot
+    assert.are.same({ { "20000" } }, sink:rows("SELECT COUNT(*) FROM crashmo.t"))
+    assert.are.same({ { "0" } }, sink:rows("SELECT COUNT(*) FROM crashmo.t WHERE pad = 'u'"))
+    assert.are.same(wm, sink:rows(wm_q))
+    rc, out, err = cli.run(args, { env = { MOCDC_HOME = home } })
+    assert.are.equal(0, rc, err)
+    assert.matches("^crash%.t %-> crashmo%.t: 286000 change%(s%) applied %(280000 inserts, 5000 updates, " ..
+      "1000 deletes%) in [%d.]+ s\n$", out)
+    local q = "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('#', id, pad))) FROM "
+    assert.are.same(up:rows(q .. "crash.t"), sink:rows(q .. "crashmo.t"))
   end)
 
   -- In process, to see the statements the source received (the emulator's log).
