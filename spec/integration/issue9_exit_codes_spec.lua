@@ -79,7 +79,7 @@ mdb.describe("issue 9: exit codes of configuration and runtime errors", function
       f:close()
       local rc, out, err = cli.run({ "run", p, "--once", "--set", "source_uri=" .. src.uri, "--set",
         "sink_uri=" .. sink.uri, "--set", "msl=12" }, { env = { MOCDC_HOME = home } })
-      expect(2, "maxSqlLength '12' is not a byte count >= 1024", rc, out, err)
+      expect(2, "option maxSqlLength = '12' must be a number >= 1024", rc, out, err)
     end)
     it("exits 1 when a server cannot be reached", function()
       expect(1, string.format("cannot connect to source root@127.0.0.1:%d: Can't connect to server on '127.0.0.1' " ..
