@@ -985,7 +985,11 @@ function M.run(job, ctx, run_opts)
       summary = {}
       local info = { iteration = iteration, at = log.timestamp() }
       for _, t in ipairs(list) do
-        local same = same_columns(src.c, t)
+        local same, now = same_columns(src.c, t)
+        if not same and #now == 0 and not schema.table_exists(src.c, t.src_db, t.src_table) then
+          errors.raise(string.format("source table %s no longer exists (dropped or renamed) since the pipeline " ..
+            "started; take it out of the selection, or re-create it, and restart the pipeline", t.src_label), 2)
+        end
         if not same then
           errors.raise(string.format("source table %s changed its columns since the pipeline started; restart " ..
             "the pipeline (the sink table must be altered to match first)", t.src_label), 2)
