@@ -119,6 +119,7 @@ touch %s/%s.done
     local text = read(log)
     assert.matches("WARN retry 1/10 in 0.2 s after: ", text, 1, true)
     assert.matches("recovered after %d+ retr", text)
+    assert.not_matches("taking over from", text, 1, true) -- reconnecting is not a takeover of itself
     assert.not_matches(mdb.PASSWORD, text, 1, true)
     util.kill(pid, 15)
     assert.is_true(cli.wait(pid, 30), "mocdc run stopped on SIGTERM")
@@ -162,6 +163,30 @@ touch %s/%s.done
     util.sleep(5) -- the outage
     src:start_again()
     converged("source", "rs2", "rs2_sink", 2000, pid, log)
+  end)
+
+  it("a stream another run took over while this one was reconnecting: the retrying run stops, it does not take it back", function()
+    tables("rs4", "rs4_sink")
+    src:sql("INSERT INTO rs4.t VALUES (1, 'a', 1)")
+    local pid, log = run_mocdc("old", "pipelines/binlog_to_mysql.lua", "rs4", "rs4_sink")
+    eventually(function() return sink_count("rs4_sink") == 1 end, 30, "the first run copying")
+    sink:kill()
+    src:sql("INSERT INTO rs4.t VALUES (2, 'b', 2)") -- a change to write: the first run meets the dead sink
+    -- retry 6 waits 6.4 s: time for a second run to take the stream over
+    eventually(function() return (read(log) or ""):find("WARN retry 6/10 in 6.4 s", 1, true) end, 30, "six retries")
+    sink:start_again()
+    src:sql("INSERT INTO rs4.t VALUES (3, 'c', 3)")
+    local rc, _, err = cli.run({ "run", "pipelines/binlog_to_mysql.lua", "--once", "--set", "source_uri=" .. src.uri,
+      "--set", "sink_uri=" .. sink.uri, "--set", "tables=rs4.t:rs4_sink.t", "--set", "checkpoint=" .. home .. "/new-cp" },
+      { env = { MOCDC_HOME = home } })
+    assert.equals(0, rc, err)
+    assert.equals(3, sink_count("rs4_sink"))
+    eventually(function() return not cli.alive(pid) or cli.wait(pid, 0.1) end, 30, "the first run to stop")
+    local text = read(log)
+    assert.matches("mocdc: error: stream 'binlog_to_mysql' on sink root@127%.0%.0%.1:%d+ was taken over by mocdc pid %d+ " ..
+      "on host [^\n]* %(writer epoch %d+, this run had %d+%) while this run was reconnecting: it stops without writing " ..
+      "more; a stream has one writer\n$", text)
+    assert.not_matches("retry 7/", text, 1, true)
   end)
 
   it("the sink SIGKILLed during the full copy: the copy resumes from its last chunk and converges", function()

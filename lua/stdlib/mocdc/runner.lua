@@ -93,9 +93,15 @@ end
 -- Make this run the writer of the stream at the sink (after open_store took
 -- the checkpoint lock), creating the watermark tables. Sinks that keep their
 -- state in the checkpoint store (file) are covered by its lock alone.
+-- Within one job's retries (reset_claims at its start) a stream this process
+-- held is claimed again only if nobody took it over meanwhile.
+local claims = {}
+function M.reset_claims() claims = {} end
 function M.claim(sink, dir)
-  if sink.claim then sink:claim(M.whoami() .. ", checkpointLocation " .. dir)
-  else sink:ensure_watermark() end
+  if not sink.claim then return sink:ensure_watermark() end
+  local k = sink.pipeline .. "\0" .. sink:label()
+  sink:claim(M.whoami() .. ", checkpointLocation " .. dir, claims[k])
+  claims[k] = sink.epoch
 end
 
 function M.run_snapshot(job, ctx, run_opts)
@@ -159,6 +165,7 @@ end
 -- fails at once: retries are for a pipeline that was running.
 local function run_with_retries(job, ctx, run_opts)
   local policy = retry.new(job.opts)
+  M.reset_claims()
   local on_checkpoint = ctx.on_checkpoint
   local jctx = setmetatable({}, { __index = ctx })
   -- a sink commit or caught up (a position given) proves the failure is passed

@@ -716,6 +716,7 @@ function M.worker(id, f)
     return desired ~= "running"
   end
   local policy = retry.new({ maxRetries = cfg.max_retries })
+  require("mocdc.runner").reset_claims() -- this worker's retries claim the stream only while nobody took it
   local last_status = 0
   local ctx = { name = "task:" .. id, vars = {} }
   ctx.should_stop = stop_wanted

@@ -191,7 +191,9 @@ end
 -- host) has claimed the stream, the older run's next transaction fails before
 -- it writes anything; the claim waits for a transaction of the older run that
 -- is under way, so it sees everything that one committed.
-function Sink:claim(who)
+-- held: the epoch this process held before (a retry reconnecting, see
+-- mocdc.retry): the stream is claimed again only if nobody took it meanwhile.
+function Sink:claim(who, held)
   self:ensure_watermark()
   local wt, p = schema.qname(self.wm_db, "writer"), "'" .. self.c:escape(self.pipeline) .. "'"
   self:exec("START TRANSACTION", "claiming the stream")
@@ -199,6 +201,12 @@ function Sink:claim(who)
     local prev = self:query("SELECT epoch, owner, active FROM " .. wt .. " WHERE pipeline = " .. p .. " FOR UPDATE",
       "claiming the stream")[1]
     local epoch = prev and (tonumber(prev[1]) + 1) or 1
+    if held and (not prev or tonumber(prev[1]) ~= held) then
+      errors.raise(string.format("stream '%s' on sink %s was taken over by %s (writer epoch %s, this run had %d) " ..
+        "while this run was reconnecting: it stops without writing more; a stream has one writer", self.pipeline,
+        self.c.label, prev and tostring(prev[2]) or "nobody (its writer row was removed: task restart/drop?)",
+        prev and tostring(prev[1]) or "none", held))
+    end
     local owner = "'" .. self.c:escape(who) .. "'"
     if prev then
       self:exec("UPDATE " .. wt .. " SET epoch = " .. epoch .. ", owner = " .. owner .. ", active = 1, " ..
@@ -208,7 +216,7 @@ function Sink:claim(who)
         ", " .. owner .. ", 1, UTC_TIMESTAMP(6))", "claiming the stream")
     end
     self:exec("COMMIT", "claiming the stream")
-    if prev and tostring(prev[3]) == "1" then
+    if prev and tostring(prev[3]) == "1" and not held then
       log.warn("stream '%s' on sink %s: taking over from %s (writer epoch %d); its next sink transaction fails",
         self.pipeline, self.c.label, tostring(prev[2]), epoch)
     end
