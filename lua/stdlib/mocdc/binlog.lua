@@ -96,6 +96,49 @@ function M.binary_logs(conn)
   return out
 end
 
+-- Is the saved position p ({file, pos, gtid}) still a place in the binlog
+-- history it was taken from? After RESET MASTER, a restore, or a failover to
+-- another server with coinciding file names, the same file name and offset
+-- name a different history: the offset may fall inside an event, or on an
+-- event boundary with other transactions before it. MariaDB: the GTID state at
+-- the offset (BINLOG_GTID_POS, NULL when it is not an event boundary) must hold
+-- the GTID saved with the position (the last one before it). Elsewhere the
+-- offset must still be an event boundary (SHOW BINLOG EVENTS ... FROM).
+-- -> true | false, what is different ("is not an event boundary ...") | nil, error.
+-- A file no longer on the source is left to the stream (purged: error 1236).
+function M.check_history(conn, p)
+  if not p or not p.file then return true end
+  local logs = M.binary_logs(conn)
+  local size
+  for _, l in ipairs(logs or {}) do if l.file == p.file then size = l.size end end
+  if not size then return true end
+  local pos = tonumber(p.pos) or 4
+  if size and pos > size then
+    return false, string.format("is past the end of that file now (%d bytes)", size)
+  end
+  local lit = "'" .. conn:escape(p.file) .. "'"
+  if conn.flavour == "mariadb" then
+    local row, err = first_row(conn, string.format("SELECT BINLOG_GTID_POS(%s, %d)", lit, pos))
+    if not row and err then return nil, "BINLOG_GTID_POS failed: " .. tostring(err) end
+    local state = row and row[1]
+    if type(state) ~= "string" then return false, "is not an event boundary of that file any more" end
+    local g = type(p.gtid) == "string" and p.gtid:match("^(%d+)%-%d+%-%d+$") and p.gtid
+    if g then
+      local domain = g:match("^(%d+)%-")
+      local now
+      for e in state:gmatch("[^,]+") do
+        if e == g then return true end
+        if e:match("^(%d+)%-") == domain then now = e end
+      end
+      return false, now and ("is after gtid " .. now .. " now") or ("has no gtid of domain " .. domain .. " before it now")
+    end
+    return true
+  end
+  local rows = conn:query(string.format("SHOW BINLOG EVENTS IN %s FROM %d LIMIT 1", lit, pos))
+  if not rows then return false, "is not an event boundary of that file any more" end
+  return true
+end
+
 -- Values of an enum('a','b''c') / set(...) column type.
 local function parse_values(column_type)
   local body = column_type:match("^%a+%((.*)%)")

@@ -188,6 +188,25 @@ function M.dml_targets(sql, default_db)
   return { { db = db, table = t } }
 end
 
+-- What to do when the binlog a checkpoint needs is gone (purged, or the
+-- history changed under it).
+M.FULL_COPY_HINT = "re-run with a full copy (drop the sink watermark: mocdc task restart, or delete " ..
+  "checkpointLocation and the mocdc.watermark rows)"
+
+-- A saved position must still be in the history it was taken from (see
+-- binlog.check_history); a changed history is the log gone.
+function M.check_history(c, p)
+  local ok, what = binlog.check_history(c, p)
+  if ok then return end
+  if ok == nil then
+    errors.raise(string.format("source %s: cannot check that the saved position %s is still in its binlog history: %s",
+      c.label, position.format(p), tostring(what)))
+  end
+  errors.raise(string.format("source %s: its binlog history changed since the checkpoint (RESET MASTER, a restore, " ..
+    "or another server at that address): the saved position %s %s; the changes since then cannot be read from it: %s",
+    c.label, position.format(p), what, M.FULL_COPY_HINT))
+end
+
 local Runner = {}
 Runner.__index = Runner
 
@@ -259,7 +278,14 @@ function Runner:initial_positions()
   local o, src, sink = self.o, self.src, self.sink
   local explicit = M.explicit_start(o)
   local no_full = truthy(o.noFull) or explicit ~= nil or self.start_ts ~= nil
-  local need_full, fresh = {}, {}
+  local need_full, fresh, checked = {}, {}, {}
+  for _, t in ipairs(self.tables) do
+    local saved = t.wm and t.wm.position
+    if saved and not checked[position.format(saved)] then
+      M.check_history(src.c, saved)
+      checked[position.format(saved)] = true
+    end
+  end
   for _, t in ipairs(self.tables) do
     if t.wm and t.wm.phase ~= "full" and t.wm.position then
       t.pos = t.wm.position
@@ -568,9 +594,8 @@ function Runner:stream_loop()
   local h, err, code = binlog.open(p)
   if not h then
     if code == 1236 then
-      errors.raise(string.format("binlog %s needed to resume is no longer on source %s (purged): %s; " ..
-        "re-run with a full copy (drop the sink watermark: mocdc task restart, or delete checkpointLocation and the " ..
-        "mocdc.watermark rows)", position.format(start), src.c.label, err))
+      errors.raise(string.format("binlog %s needed to resume is no longer on source %s (purged): %s; %s",
+        position.format(start), src.c.label, err, M.FULL_COPY_HINT))
     end
     errors.open_failed(string.format("cannot read the binlog of source %s: %s", src.c.label, err), code)
   end
@@ -663,6 +688,7 @@ function Runner:stream_loop()
     elseif et == "ddl" then
       self.in_src_txn = false
       if ev.pos then cur.pos = ev.pos end
+      cur.gtid = gtid -- the DDL's own (positions carry the last GTID before them)
       local txn_ok = true
       for _, x in ipairs(M.ddl_targets(ev.sql or "", ev.db)) do
         local tt = x.db and x.table and self.by_name[x.db .. "\0" .. x.table]
