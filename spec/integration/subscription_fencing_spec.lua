@@ -140,13 +140,15 @@ mdb.describe("subscriptions: a stale worker's commit is refused (issue 9)", func
     -- workers after a claim (diff_state locked), then lock the job table and let them on to their fence
     local watch = assert(conn.open(down.uri))
     local function waiting(pattern)
+      -- a table's or (CREATE DATABASE / TABLE IF NOT EXISTS under LOCK TABLES ... WRITE) the schema's
       local w = assert(watch:query("SELECT info FROM information_schema.processlist WHERE command = 'Query' AND " ..
-        "state = 'Waiting for table metadata lock' AND info LIKE '" .. pattern .. "'"))
+        "state IN ('Waiting for table metadata lock', 'Waiting for schema metadata lock') AND info LIKE '" .. pattern .. "'"))
       return w
     end
     local l1, l2 = assert(conn.open(down.uri)), assert(conn.open(down.uri))
     assert(l1:exec("LOCK TABLES mocdc.diff_state WRITE"))
-    eventually(function() return #waiting("%diff_state%") > 0 end, 30, "a worker in an iteration")
+    eventually(function() return #waiting("%diff_state%") > 0 or #waiting("CREATE DATABASE IF NOT EXISTS `mocdc`") > 0 end,
+      30, "a worker in an iteration")
     assert(l2:exec("LOCK TABLES mocdc.mo_sync_tasks READ"))
     assert(l1:exec("UNLOCK TABLES"))
     local job = eventually(function()
