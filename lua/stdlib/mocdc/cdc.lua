@@ -314,8 +314,8 @@ function Runner:initial_positions()
     end
     local cctx = copy.context(src, sink, self.store, self.job.stream.transforms, o, { final_phase = "cdc" })
     for _, t in ipairs(need_full) do
-      -- a resumed copy keeps the position of the snapshot it started with
-      cctx.position = (t.wm and t.wm.position) or p
+      -- this snapshot's position, unless copy_table resumes by key (then the earlier snapshot's)
+      cctx.position, cctx.resume_position = p, t.wm and t.wm.position
       local n, el = copy.copy_table(cctx, t)
       log.info("full copy %s -> %s.%s: %d rows in %.2f s (binlog from %s)", t.src_label, t.dst_db, t.dst_table,
         n, el, position.format(cctx.position))

@@ -153,6 +153,12 @@ function M.copy_table(ctx, t)
   end
   local resume = wm and M.decode_key(wm.full_key)
   if resume and #t.key_idx == 0 then resume = nil end
+  -- A copy resumed by key keeps the binlog position of the snapshot it started with: replaying the
+  -- changes since then over rows read from this newer snapshot converges by key. A copy started
+  -- clean (no key, or nothing committed yet) reads everything from this snapshot, so it streams from
+  -- this snapshot's position: the older one would apply the changes in between twice (a keyless
+  -- table would gain their rows again).
+  if resume and ctx.resume_position then ctx.position = ctx.resume_position end
   if resume then log.info("%s -> %s: resuming full copy after key %s", t.src_label, dst_label, table.concat(wm.full_key.hex or resume, ","))
   elseif #t.key_idx == 0 then
     -- no key: a partial earlier attempt cannot be resumed by key; start clean
