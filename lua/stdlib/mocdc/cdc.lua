@@ -238,7 +238,7 @@ function Runner:main()
       errors.raise(string.format("endTs %s must be later than startTs %s", o.endTs, o.startTs), 2)
     end
     local list = src:tables()
-    require("mocdc.runner").claim(sink, dir)
+    require("mocdc.runner").claim(sink, dir, self.ctx)
     for _, t in ipairs(list) do
       t.wm = sink:read_watermark(t.src_label, t.dst_db .. "." .. t.dst_table)
       copy.prepare(t, sink, job.stream.transforms, t.wm ~= nil and t.wm.phase == "cdc")

@@ -93,15 +93,16 @@ end
 -- Make this run the writer of the stream at the sink (after open_store took
 -- the checkpoint lock), creating the watermark tables. Sinks that keep their
 -- state in the checkpoint store (file) are covered by its lock alone.
--- Within one job's retries (reset_claims at its start) a stream this process
--- held is claimed again only if nobody took it over meanwhile.
-local claims = {}
-function M.reset_claims() claims = {} end
-function M.claim(sink, dir)
+-- ctx.claims (a table the retry loop gives each job, see run_with_retries and
+-- the task worker) remembers the epochs this job held: on a retry a stream it
+-- held is claimed again only if nobody took it over meanwhile. Without it (an
+-- engine run directly) every run is a new writer.
+function M.claim(sink, dir, ctx)
   if not sink.claim then return sink:ensure_watermark() end
   local k = sink.pipeline .. "\0" .. sink:label()
-  sink:claim(M.whoami() .. ", checkpointLocation " .. dir, claims[k])
-  claims[k] = sink.epoch
+  local held = ctx and ctx.claims
+  sink:claim(M.whoami() .. ", checkpointLocation " .. dir, held and held[k])
+  if held then held[k] = sink.epoch end
 end
 
 function M.run_snapshot(job, ctx, run_opts)
@@ -114,7 +115,7 @@ function M.run_snapshot(job, ctx, run_opts)
     local list = src:tables()
     -- validate every table before the first write
     for _, t in ipairs(list) do copy.prepare(t, sink, job.stream.transforms) end
-    M.claim(sink, dir)
+    M.claim(sink, dir, ctx)
     local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = src.position })
     local summary = {}
     for _, t in ipairs(list) do
@@ -165,9 +166,8 @@ end
 -- fails at once: retries are for a pipeline that was running.
 local function run_with_retries(job, ctx, run_opts)
   local policy = retry.new(job.opts)
-  M.reset_claims()
   local on_checkpoint = ctx.on_checkpoint
-  local jctx = setmetatable({}, { __index = ctx })
+  local jctx = setmetatable({ claims = {} }, { __index = ctx })
   -- a sink commit or caught up (a position given) proves the failure is passed
   jctx.on_checkpoint = function(tables, ...)
     if select("#", ...) > 0 then

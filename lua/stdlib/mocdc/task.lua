@@ -716,9 +716,9 @@ function M.worker(id, f)
     return desired ~= "running"
   end
   local policy = retry.new({ maxRetries = cfg.max_retries })
-  require("mocdc.runner").reset_claims() -- this worker's retries claim the stream only while nobody took it
   local last_status = 0
-  local ctx = { name = "task:" .. id, vars = {} }
+  -- claims: this worker's retries claim the stream again only while nobody took it (runner.claim)
+  local ctx = { name = "task:" .. id, vars = {}, claims = {} }
   ctx.should_stop = stop_wanted
   -- on_checkpoint(tables) once positioned; (tables, pos) after a sink commit or
   -- when idle and caught up: only the latter proves the failure point is passed

@@ -939,7 +939,7 @@ function M.setup(job, ctx, src, opened, need_sql_sink, before_engine)
   if not sink.apply_batch or not sink.c then errors.raise(need_sql_sink, 2) end
   local dir
   opened.store, dir = runner.open_store(job, ctx.name)
-  runner.claim(sink, dir)
+  runner.claim(sink, dir, ctx)
   local opts = {}
   for k, v in pairs(job.stream.source.opts) do opts[k] = v end
   for k, v in pairs(job.opts) do opts[k] = v end
