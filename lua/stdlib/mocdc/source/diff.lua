@@ -483,8 +483,13 @@ end
 -- state
 ---------------------------------------------------------------------------
 
+-- A stored state belongs to (pipeline, source table, sink table), like the
+-- watermark: a stream retargeted and back again must never diff one sink table
+-- against the object list of another (the rows changed meanwhile were lost).
+-- States stored before this by source table alone are not read: a table
+-- without a state is compared with the sink itself.
 function Engine:state_id(t)
-  return (self.hooks.state_id and self.hooks.state_id(t)) or t.src_label
+  return (self.hooks.state_id and self.hooks.state_id(t)) or (t.src_label .. " -> " .. t.dst_label)
 end
 
 function Engine:read_state(t)
