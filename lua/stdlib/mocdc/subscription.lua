@@ -276,14 +276,14 @@ local function open_downstream(u, role)
   if not u or u == "" then errors.raise("give the downstream with --sink-uri mysql://user:pw@host:port", 2) end
   local ok, perr = uri.parse(u)
   if not ok then errors.raise((perr:gsub("^invalid URI", "invalid " .. (role or "downstream") .. " URI")), 2) end
-  local c, err, code = conn.open(u, { role = role or "downstream", password = os.getenv("MOCDC_SINK_PASSWORD") })
-  if not c then errors.open_failed(err, code, code) end
+  local c, err, code, state = conn.open(u, { role = role or "downstream", password = os.getenv("MOCDC_SINK_PASSWORD") })
+  if not c then errors.open_failed(err, code, nil, state) end
   return c
 end
 
 local function open_upstream(u)
-  local c, err, code = conn.open(u, { role = "upstream" })
-  if not c then errors.open_failed(err, code or 2003) end
+  local c, err, code, state = conn.open(u, { role = "upstream" })
+  if not c then errors.open_failed(err, code or 2003, nil, state) end
   return c
 end
 
