@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
   preload(L, "mocdc.checkpoint.lib", luaopen_mocdc_checkpoint_lib);
   preload(L, "mocdc.regex.lib", luaopen_mocdc_regex_lib);
   preload(L, "mocdc.binlog.lib", luaopen_mocdc_binlog_lib);
-  preload(L, "mocdc.diff.lib", luaopen_mocdc_diff_lib);
+  preload(L, "mocdc.rowdiff.lib", luaopen_mocdc_rowdiff_lib);
 
   /* insert builtin_loader right after the preload loader */
   lua_getglobal(L, "table");

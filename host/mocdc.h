@@ -14,7 +14,7 @@ int luaopen_mocdc_sqlbuild_lib(lua_State *L);   /* host/sqlbuild.c */
 int luaopen_mocdc_checkpoint_lib(lua_State *L); /* host/checkpoint.c */
 int luaopen_mocdc_regex_lib(lua_State *L);      /* host/regex.c */
 int luaopen_mocdc_binlog_lib(lua_State *L);     /* host/binlog.c */
-int luaopen_mocdc_diff_lib(lua_State *L);       /* host/diff.c */
+int luaopen_mocdc_rowdiff_lib(lua_State *L);       /* host/rowdiff.c */
 
 /* Expected runtime failure: push nil, msg[, errno[, sqlstate]] and return the count. */
 int mocdc_push_fail(lua_State *L, const char *msg, int err, const char *sqlstate);

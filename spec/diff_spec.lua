@@ -1,7 +1,8 @@
--- mocdc.diff: the row merge (host/diff.c) and the chunk-list logic / SQL of
+-- mocdc.rowdiff: the row merge (host/rowdiff.c) and engine/snapdiff_sql.lua: the chunk-list logic / SQL of
 -- snapshot diffing (issue 5).
 local batch = require("mocdc.batch")
-local diff = require("mocdc.diff")
+local diff = require("mocdc.engine.snapdiff_sql")
+local rowdiff = require("mocdc.rowdiff")
 local NULL = batch.NULL
 
 local cols = {
@@ -25,7 +26,7 @@ local function ops(b)
   return out
 end
 
-describe("diff.rows", function()
+describe("rowdiff.rows", function()
   it("turns the previous and the current rows of a range into inserts, updates and deletes", function()
     local old = batch.of(cols, {
       { "1", "a", "\0" }, { "2", "b", NULL }, { "3", "c", "" }, { "4", "d", "x" },
@@ -34,7 +35,7 @@ describe("diff.rows", function()
       { "4", "d", "x" }, { "5", "e", NULL }, { "2", "b", "" }, { "1", "a", "\0" },
     })
     local out = batch.new(cols)
-    local i, u, d = diff.rows(old, cur, { 1 }, out)
+    local i, u, d = rowdiff.rows(old, cur, { 1 }, out)
     assert.same({ 1, 1, 1 }, { i, u, d })
     assert.same({
       { "update", { "2", "b", NULL }, { "2", "b", "" } }, -- NULL -> '' is a change
@@ -47,12 +48,12 @@ describe("diff.rows", function()
     local old = batch.of(cols, { { "1", "a", "k" }, { "10", "b", "k" } })
     local cur = batch.of(cols, { { "10", "b", "k" }, { "1", "a", "k" }, { "01", "a", "k" } })
     local out = batch.new(cols)
-    assert.same({ 1, 0, 0 }, { diff.rows(old, cur, { 1 }, out) })
+    assert.same({ 1, 0, 0 }, { rowdiff.rows(old, cur, { 1 }, out) })
     -- composite keys, one part NULL-free, values with embedded NUL bytes
     local old2 = batch.of(cols, { { "1", "a\0b", "x" }, { "1", "a", "y" } })
     local cur2 = batch.of(cols, { { "1", "a", "y" }, { "1", "a\0b", "z" } })
     local out2 = batch.new(cols)
-    assert.same({ 0, 1, 0 }, { diff.rows(old2, cur2, { 1, 2 }, out2) })
+    assert.same({ 0, 1, 0 }, { rowdiff.rows(old2, cur2, { 1, 2 }, out2) })
     local op, before, after = out2:get(1)
     assert.equal("update", op)
     assert.same({ "1", "a\0b", "x" }, before)
@@ -63,7 +64,7 @@ describe("diff.rows", function()
     local old = batch.of(cols, { { "1", "a", "x" }, { "1", "a", "x" }, { "2", "b", NULL } })
     local cur = batch.of(cols, { { "1", "a", "x" }, { "2", "b", NULL }, { "2", "b", NULL }, { "3", "c", "y" } })
     local out = batch.new(cols)
-    assert.same({ 2, 0, 1 }, { diff.rows(old, cur, {}, out) })
+    assert.same({ 2, 0, 1 }, { rowdiff.rows(old, cur, {}, out) })
     assert.same({
       { "delete", { "1", "a", "x" }, nil },
       { "insert", nil, { "2", "b", NULL } },
@@ -73,14 +74,14 @@ describe("diff.rows", function()
 
   it("handles empty sides and many rows", function()
     local out = batch.new(cols)
-    assert.same({ 0, 0, 0 }, { diff.rows(batch.new(cols), batch.new(cols), { 1 }, out) })
+    assert.same({ 0, 0, 0 }, { rowdiff.rows(batch.new(cols), batch.new(cols), { 1 }, out) })
     local old, cur = batch.new(cols), batch.new(cols)
     for k = 1, 20000 do
       old:add("insert", nil, { tostring(k), "v" .. k, NULL })
       if k % 10 ~= 0 then cur:add("insert", nil, { tostring(k), k % 7 == 0 and "changed" or ("v" .. k), NULL }) end
     end
     for k = 20001, 20100 do cur:add("insert", nil, { tostring(k), "new", NULL }) end
-    local i, u, d = diff.rows(old, cur, { 1 }, out)
+    local i, u, d = rowdiff.rows(old, cur, { 1 }, out)
     assert.equal(100, i)
     assert.equal(2000, d)
     local expect_u = 0
@@ -91,21 +92,21 @@ describe("diff.rows", function()
 
   it("raises on misuse", function()
     local other = batch.new({ { name = "id", class = "num" } })
-    assert.has_error(function() diff.rows(batch.new(cols), other, { 1 }, batch.new(cols)) end,
-      "diff.rows: batches have different column counts (3, 1, 3)")
+    assert.has_error(function() rowdiff.rows(batch.new(cols), other, { 1 }, batch.new(cols)) end,
+      "rowdiff.rows: batches have different column counts (3, 1, 3)")
     local b = batch.new(cols)
-    assert.has_error(function() diff.rows(b, batch.new(cols), { 4 }, batch.new(cols)) end)
-    assert.has_error(function() diff.rows(b, batch.new(cols), { 1 }, b) end)
+    assert.has_error(function() rowdiff.rows(b, batch.new(cols), { 4 }, batch.new(cols)) end)
+    assert.has_error(function() rowdiff.rows(b, batch.new(cols), { 1 }, b) end)
   end)
 end)
 
-describe("diff.sum_add", function()
+describe("rowdiff.sum_add", function()
   it("adds decimal integers exactly beyond 2^64", function()
-    assert.equal("36893488147419103230", diff.sum_add("18446744073709551615", "18446744073709551615"))
-    assert.equal("0", diff.sum_add("0", "0"))
-    assert.equal("1000", diff.sum_add("999", "1"))
+    assert.equal("36893488147419103230", rowdiff.sum_add("18446744073709551615", "18446744073709551615"))
+    assert.equal("0", rowdiff.sum_add("0", "0"))
+    assert.equal("1000", rowdiff.sum_add("999", "1"))
     assert.equal("7:30", diff.add_sums("3:10", "4:20"))
-    assert.has_error(function() diff.sum_add("-1", "2") end)
+    assert.has_error(function() rowdiff.sum_add("-1", "2") end)
   end)
 end)
 
@@ -218,7 +219,7 @@ describe("diff chunk lists", function()
 end)
 
 describe("diff engine: statements on several connections (run_all)", function()
-  local engine = require("mocdc.source.diff")
+  local engine = require("mocdc.engine.snapdiff")
   local errors = require("mocdc.errors")
 
   -- a connection that answers "SELECT n" with {{n}}, fails on "FAIL", and

@@ -4,7 +4,7 @@
 -- looked up with var(), declared with set{...} or read as vars.NAME, or the
 -- script iterated vars (pairs / next / ipairs: it may read any name).
 -- streamName is always known (it names the pipeline).
-local pipeline = require("mocdc.pipeline")
+local pipeline = require("mocdc.pipeline.env")
 local errors = require("mocdc.errors")
 local cli = require("spec.support.cli")
 

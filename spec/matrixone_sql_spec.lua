@@ -2,8 +2,8 @@
 -- dialect generate, pinned (MatrixOne cannot run here; the same engine runs
 -- against MariaDB in spec/integration/snapshot_diff_spec.lua).
 local batch = require("mocdc.batch")
-local diff = require("mocdc.diff")
-local mo = require("mocdc.source.matrixone")
+local diff = require("mocdc.engine.snapdiff_sql")
+local mo = require("mocdc.engine.matrixone")
 local sqlbuild = require("mocdc.sqlbuild")
 local sql = mo.sql
 local NULL = batch.NULL
@@ -226,7 +226,7 @@ describe("MatrixOne sink dialect and chunk fallback", function()
 end)
 
 describe("MatrixOne pipelines (seeds 000 and 001 as scripts)", function()
-  local pipeline = require("mocdc.pipeline")
+  local pipeline = require("mocdc.pipeline.env")
   local function declare(path)
     local ok, ctx = pcall(pipeline.declare, path, {})
     assert(ok, require("mocdc.errors").message(ctx))

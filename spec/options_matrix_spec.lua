@@ -3,7 +3,7 @@
 -- test) or refused with one line naming the option and the kind (exit 2):
 -- none parsed and ignored. The refusal is mocdc.options.check, called by the
 -- runner before anything is opened (the last describe runs it through `mocdc run`).
-local options = require("mocdc.options")
+local options = require("mocdc.pipeline.options")
 local errors = require("mocdc.errors")
 local cli = require("spec.support.cli")
 
@@ -17,7 +17,7 @@ local S = {
   diff = { "spec/integration/snapshot_diff_spec.lua", "copies, then fetches nothing when nothing changed, then only" },
   mo = { "spec/integration/matrixone_emulated_spec.lua", "copies at a snapshot, then applies DATA BRANCH DIFF" },
   file = { "spec/integration/binlog_pipeline_spec.lua", "writes seed 004's JSONL change records with the file sink" },
-  -- shared code: every kind resolves its tables with mocdc.tables and opens the source with source.snapshot
+  -- shared code: every kind resolves its tables with mocdc.pipeline.tables and opens the source with source.mysql
   mapping = { "spec/pipeline_unit_spec.lua", "parses the mo_cdc mapping form" },
   regex = { "spec/pipeline_unit_spec.lua", "rejects an invalid regex with the option name" },
   level = { "spec/pipeline_unit_spec.lua", "refuses an inconsistent level before touching the server" },
@@ -229,23 +229,23 @@ describe("options matrix (issue 10)", function()
   end)
 
   it("duration sets the diff interval given to load.* or save.append", function()
-    local interval = require("mocdc.source.diff").interval
+    local interval = require("mocdc.engine.snapdiff").interval
     assert.equals(7, interval({ stream = { source = { opts = { duration = "7" } } }, opts = {} }))
     assert.equals(3, interval({ stream = { source = { opts = { duration = "7" } } }, opts = { duration = 3 } }))
     assert.is_nil(interval({ stream = { source = { opts = {} } }, opts = {} }))
     -- the MatrixOne runner and the snapshot-diff runner both take their interval from it
-    for _, f in ipairs({ "lua/stdlib/mocdc/source/diff.lua", "lua/stdlib/mocdc/source/matrixone.lua" }) do
+    for _, f in ipairs({ "lua/stdlib/mocdc/engine/snapdiff.lua", "lua/stdlib/mocdc/engine/matrixone.lua" }) do
       assert.truthy(read(f):find("interval(job)", 1, true), f)
     end
   end)
 
   it("host, port and userName make the source URI of every kind", function()
-    local snapshot = require("mocdc.source.snapshot")
+    local snapshot = require("mocdc.source.mysql")
     assert.equals("mysql://repl@db1:3307", snapshot.source_uri({ host = "db1", port = 3307, userName = "repl" }))
     assert.equals("mysql://root@db1:3306", snapshot.source_uri({ host = "db1" }))
-    -- every kind opens its source with source.snapshot.open (which takes password apart from the URI)
-    for _, f in ipairs({ "lua/stdlib/mocdc/cdc.lua", "lua/stdlib/mocdc/runner.lua", "lua/stdlib/mocdc/source/diff.lua",
-      "lua/stdlib/mocdc/source/matrixone.lua" }) do
+    -- every kind opens its source with source.mysql.open (which takes password apart from the URI)
+    for _, f in ipairs({ "lua/stdlib/mocdc/engine/binlog.lua", "lua/stdlib/mocdc/pipeline/job.lua", "lua/stdlib/mocdc/engine/snapdiff.lua",
+      "lua/stdlib/mocdc/engine/matrixone.lua" }) do
       assert.truthy(read(f):find("snapshot.open(", 1, true), f)
     end
   end)

@@ -1,9 +1,9 @@
 -- Unit specs of the Lua pipeline layer (no server needed).
 local log = require("mocdc.log")
 local schema = require("mocdc.schema")
-local stream = require("mocdc.stream")
-local tables = require("mocdc.tables")
-local pipeline = require("mocdc.pipeline")
+local stream = require("mocdc.pipeline.stream")
+local tables = require("mocdc.pipeline.tables")
+local pipeline = require("mocdc.pipeline.env")
 local errors = require("mocdc.errors")
 
 local function tmpfile(content)
@@ -156,7 +156,7 @@ end)
 
 describe("full-copy resume keys", function()
   it("round-trip arbitrary bytes through the watermark's JSON", function()
-    local copy = require("mocdc.copy")
+    local copy = require("mocdc.engine.copy")
     local key = { "\0\255\128'\"", "42" }
     local enc = copy.encode_key(key)
     assert.same({ hex = { "00ff802722", "3432" } }, enc)
@@ -166,7 +166,7 @@ end)
 
 describe("tables.resolve level option", function()
   it("refuses an inconsistent level before touching the server", function()
-    local tables = require("mocdc.tables")
+    local tables = require("mocdc.pipeline.tables")
     local errors = require("mocdc.errors")
     local function msg(o)
       local ok, e = pcall(tables.resolve, nil, o, "src")

@@ -1,8 +1,8 @@
--- Unit specs of the retry policy (mocdc.retry) and the one table of transient
+-- Unit specs of the retry policy (mocdc.pipeline.retry) and the one table of transient
 -- errors (errors.transient): the decision is taken from errno / sqlstate,
 -- never from the message text. Issue 9 defect 3 / issue 10 item 2.
 local errors = require("mocdc.errors")
-local retry = require("mocdc.retry")
+local retry = require("mocdc.pipeline.retry")
 
 local function raised(fn)
   local ok, e = pcall(fn)

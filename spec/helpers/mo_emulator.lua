@@ -3,7 +3,7 @@
 -- whole flow runs against a real server. Tables must be created WITH SYSTEM
 -- VERSIONING: a snapshot is a UTC timestamp, `t{SNAPSHOT = 's'}` becomes
 -- `t FOR SYSTEM_TIME AS OF TIMESTAMP '<ts>'`, and DATA BRANCH DIFF is computed
--- with joins of two such reads. Only what mocdc.source.matrixone sends is
+-- with joins of two such reads. Only what mocdc.engine.matrixone sends is
 -- understood (the golden spec pins those statements).
 --
 --   local emu = require("spec.helpers.mo_emulator")

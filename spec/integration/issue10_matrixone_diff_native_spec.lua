@@ -37,8 +37,8 @@ mdb.describe("MatrixOne DATA BRANCH DIFF from native batches (issue 10 item 4)",
       INSERT INTO big.t SELECT seq, seq, REPEAT(MD5(seq), 10) FROM seq_1_to_100000;]])
     local p = script("big", [[
       local emulator = require("spec.helpers.mo_emulator")
-      local mo = require("mocdc.source.matrixone")
-      local snapshot = require("mocdc.source.snapshot")
+      local mo = require("mocdc.engine.matrixone")
+      local snapshot = require("mocdc.source.mysql")
       local snaps_file = var "snaps"
       mo.open = function(o)
         local base = snapshot.open(o)
@@ -81,8 +81,8 @@ mdb.describe("MatrixOne DATA BRANCH DIFF from native batches (issue 10 item 4)",
       INSERT INTO crash.t SELECT seq, MD5(seq) FROM seq_1_to_20000;]])
     local p = script("crash", [[
       local emulator = require("spec.helpers.mo_emulator")
-      local mo = require("mocdc.source.matrixone")
-      local snapshot = require("mocdc.source.snapshot")
+      local mo = require("mocdc.engine.matrixone")
+      local snapshot = require("mocdc.source.mysql")
       local snaps_file = var "snaps"
       mo.open = function(o)
         local base = snapshot.open(o)
@@ -124,9 +124,9 @@ mdb.describe("MatrixOne DATA BRANCH DIFF from native batches (issue 10 item 4)",
 
   -- In process, to see the statements the source received (the emulator's log).
   it("applies a transform on the DATA BRANCH DIFF path, row by row through copy.transform_row", function()
-    local mo = require("mocdc.source.matrixone")
-    local snapshot = require("mocdc.source.snapshot")
-    local stream = require("mocdc.stream")
+    local mo = require("mocdc.engine.matrixone")
+    local snapshot = require("mocdc.source.mysql")
+    local stream = require("mocdc.pipeline.stream")
     local orig_open, last = mo.open, nil
     local snaps = {}
     mo.open = function(o)

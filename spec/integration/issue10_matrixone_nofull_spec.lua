@@ -8,10 +8,10 @@ local log = require("mocdc.log")
 
 mdb.describe("MatrixOne source noFull (issue 10)", function()
   local up, sink, dir
-  local mo = require("mocdc.source.matrixone")
-  local runner = require("mocdc.runner")
-  local snapshot = require("mocdc.source.snapshot")
-  local stream = require("mocdc.stream")
+  local mo = require("mocdc.engine.matrixone")
+  local runner = require("mocdc.pipeline.job")
+  local snapshot = require("mocdc.source.mysql")
+  local stream = require("mocdc.pipeline.stream")
   local orig_open = mo.open
   local snaps = {}
 

@@ -1,6 +1,6 @@
 -- Issue 9 defect 3: `mocdc run` (binlog pipeline, not --once) survives a sink
 -- or source server SIGKILLed mid-stream and restarted ~5 s later: the same
--- process retries with backoff (mocdc.retry), reconnects, resumes from the
+-- process retries with backoff (mocdc.pipeline.retry), reconnects, resumes from the
 -- sink's watermark and converges: nothing lost (source == sink), nothing
 -- applied twice (a trigger on the sink counts every committed row write).
 -- Also a sink killed while the full copy is in progress.

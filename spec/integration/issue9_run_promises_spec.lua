@@ -143,8 +143,8 @@ mdb.describe("issue 9: mocdc run / mocdc sql promises", function()
   it("load.matrixone: snapshot copy, then DATA BRANCH DIFF between the snapshots of two runs", function()
     local p = script("mo", [[
       local emulator = require("spec.helpers.mo_emulator")
-      local mo = require("mocdc.source.matrixone")
-      local snapshot = require("mocdc.source.snapshot")
+      local mo = require("mocdc.engine.matrixone")
+      local snapshot = require("mocdc.source.mysql")
       local snaps_file = var "snaps"
       mo.open = function(o)
         local base = snapshot.open(o)

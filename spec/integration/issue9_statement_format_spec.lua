@@ -3,7 +3,7 @@
 -- table the pipeline (or a task) does not sync is passed over.
 local mdb = require("spec.helpers.mariadb")
 local cli = require("spec.support.cli")
-local cdc = require("mocdc.cdc")
+local cdc = require("mocdc.engine.binlog")
 local cjson = require("cjson")
 
 mdb.describe("STATEMENT-format events (issue 9 defect 4)", function()

@@ -8,9 +8,9 @@ local log = require("mocdc.log")
 
 mdb.describe("MatrixOne source, emulated on MariaDB (issue 5)", function()
   local up, sink, dir
-  local mo = require("mocdc.source.matrixone")
-  local snapshot = require("mocdc.source.snapshot")
-  local stream = require("mocdc.stream")
+  local mo = require("mocdc.engine.matrixone")
+  local snapshot = require("mocdc.source.mysql")
+  local stream = require("mocdc.pipeline.stream")
   local orig_open = mo.open
   local snaps, emu_opts, last = {}, nil, nil
 

@@ -14,8 +14,8 @@ end
 
 mdb.describe("snapshot diffing (issue 5)", function()
   local src, sink, dir
-  local engine = require("mocdc.source.diff")
-  local pipeline = require("mocdc.pipeline")
+  local engine = require("mocdc.engine.snapdiff")
+  local pipeline = require("mocdc.pipeline.env")
 
   setup(function()
     src = mdb.start({ name = "diff-source" })
@@ -304,7 +304,7 @@ mdb.describe("snapshot diffing (issue 5)", function()
 
     -- the seam between the main connection's snapshot and the helper's: a
     -- writer there must wait for the LOCK TABLES ... READ (and gives up after 1 s)
-    local snapshot = require("mocdc.source.snapshot")
+    local snapshot = require("mocdc.source.mysql")
     local s2 = snapshot.open({ uri = src.uri, tables = "shop.par" })
     local tried
     s2.between_snapshots = function()

@@ -8,7 +8,7 @@ local mdb = require("spec.helpers.mariadb")
 local cli = require("spec.support.cli")
 local cjson = require("cjson")
 local util = require("mocdc.util.lib")
-local state = require("mocdc.state")
+local state = require("mocdc.task.state")
 
 local PW = mdb.PASSWORD
 local FIELDS = { "checkpoint", "err-msg", "sink-uri", "source-uri", "state", "task-id", "task-name", "timestamp" }

@@ -7,7 +7,7 @@ local mdb = require("spec.helpers.mariadb")
 local cli = require("spec.support.cli")
 local cjson = require("cjson")
 local util = require("mocdc.util.lib")
-local state = require("mocdc.state")
+local state = require("mocdc.task.state")
 
 local PW = mdb.PASSWORD
 

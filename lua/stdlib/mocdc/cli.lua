@@ -89,8 +89,8 @@ local function cmd_run(args)
   end
   if not file then return fail("run needs a pipeline file: mocdc run FILE.lua [--set name=value ...]", 2) end
   return protected(function()
-    local ctx = require("mocdc.pipeline").declare(file, vars)
-    local results = require("mocdc.runner").run(ctx, opts)
+    local ctx = require("mocdc.pipeline.env").declare(file, vars)
+    local results = require("mocdc.pipeline.job").run(ctx, opts)
     -- a runner that stopped at a safe point on SIGINT/SIGTERM returns normally:
     -- that run was still interrupted (exit 130), not done
     local sig = require("mocdc.util.lib").stop_requested()

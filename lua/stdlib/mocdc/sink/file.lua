@@ -29,7 +29,7 @@ function M.open(target, o)
     errors.raise(string.format("file sink '%s': expected file:///absolute/path/{db}/{table}", target), 2)
   end
   local jo = o.opts or {}
-  local dir = jo.checkpointLocation or (require("mocdc.runner").home() .. "/pipelines/" .. o.pipeline)
+  local dir = jo.checkpointLocation or (require("mocdc.pipeline.job").home() .. "/pipelines/" .. o.pipeline)
   local store, err = checkpoint.open_location(dir .. "/file-sink")
   if not store then errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2) end
   local id_cols

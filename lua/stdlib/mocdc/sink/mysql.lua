@@ -58,7 +58,7 @@ function M.open(uri, opts)
   return self
 end
 
--- cdc.lua may merge the batches of consecutive source transactions before
+-- engine/binlog.lua may merge the batches of consecutive source transactions before
 -- apply_changes (it only needs the rows, not the event of each batch).
 Sink.merges_batches = true
 
@@ -105,7 +105,7 @@ function Sink:write_hint(t, code, state)
   return self:hint(code)
 end
 
--- Pipelined apply (sink.pipelined = sink:can_pipeline(), set by cdc.lua): the
+-- Pipelined apply (sink.pipelined = sink:can_pipeline(), set by engine/binlog.lua): the
 -- last statement of each apply_changes() is sent without waiting for its
 -- result, so the sink executes it while mocdc reads and decodes the next source
 -- events. Its result is collected (reap) before anything else uses the
@@ -192,7 +192,7 @@ end
 -- it writes anything; the claim waits for a transaction of the older run that
 -- is under way, so it sees everything that one committed.
 -- held: the epoch this process held before (a retry reconnecting, see
--- mocdc.retry): the stream is claimed again only if nobody took it meanwhile.
+-- mocdc.pipeline.retry): the stream is claimed again only if nobody took it meanwhile.
 function Sink:claim(who, held)
   self:ensure_watermark()
   local wt, p = schema.qname(self.wm_db, "writer"), "'" .. self.c:escape(self.pipeline) .. "'"

@@ -35,7 +35,7 @@ local function opt(at, sources, sinks, at_sink)
 end
 
 M.SUPPORTED = {
-  -- the source endpoint and the tables (every kind: source.snapshot opens it, mocdc.tables resolves them)
+  -- the source endpoint and the tables (every kind: source.mysql opens it, mocdc.pipeline.tables resolves them)
   uri = opt("source", ALL), host = opt("source", ALL), port = opt("source", ALL), userName = opt("source", ALL),
   user = opt("source", ALL), password = opt("both", ALL), readTimeout = opt("source", ALL),
   connectTimeout = opt("source", ALL),
@@ -73,7 +73,7 @@ M.SUPPORTED = {
   snapshotLevel = opt("source", { "matrixone" }), verifyInterval = opt("source", { "matrixone" }),
   -- the sink
   checkpointLocation = opt("sink", ALL), mode = opt("sink", ALL),
-  maxRetries = opt("sink", ALL), -- the retry policy of the job (mocdc.retry)
+  maxRetries = opt("sink", ALL), -- the retry policy of the job (mocdc.pipeline.retry)
   sinkType = opt("sink", ALL, SQL_SINK), dialect = opt("sink", ALL, SQL_SINK),
   maxSqlLength = opt("sink", ALL, SQL_SINK), sendSqlTimeout = opt("sink", ALL, SQL_SINK),
   loadData = opt("sink", ALL, SQL_SINK),

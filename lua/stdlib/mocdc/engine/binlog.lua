@@ -10,18 +10,18 @@
 -- and a sink transaction is committed as soon as the stream goes idle.
 local binlog = require("mocdc.binlog")
 local batchlib = require("mocdc.batch")
-local copy = require("mocdc.copy")
+local copy = require("mocdc.engine.copy")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local position = require("mocdc.position")
 local schema = require("mocdc.schema")
-local snapshot = require("mocdc.source.snapshot")
-local stream = require("mocdc.stream")
+local snapshot = require("mocdc.source.mysql")
+local stream = require("mocdc.pipeline.stream")
 local util = require("mocdc.util.lib")
 
 local M = {}
 
-local truthy = require("mocdc.options").truthy
+local truthy = require("mocdc.pipeline.options").truthy
 
 local function row_of(c, sql)
   local rows, err, code, state = c:query(sql)
@@ -217,7 +217,7 @@ function M.run(job, ctx, run_opts)
 end
 
 function Runner:open_sink()
-  return require("mocdc.runner").open_sink(self.job, self.ctx.name)
+  return require("mocdc.pipeline.job").open_sink(self.job, self.ctx.name)
 end
 
 function Runner:main()
@@ -228,7 +228,7 @@ function Runner:main()
     M.check_binlog_settings(src.c)
     local sink = self:open_sink()
     self.sink = sink
-    local store, dir = require("mocdc.runner").open_store(job, self.ctx.name)
+    local store, dir = require("mocdc.pipeline.job").open_store(job, self.ctx.name)
     self.store = store
     self.merge_schema = truthy(job.opts.mergeSchema)
     self.transform = stream.compile(job.stream.transforms)
@@ -238,7 +238,7 @@ function Runner:main()
       errors.raise(string.format("endTs %s must be later than startTs %s", o.endTs, o.startTs), 2)
     end
     local list = src:tables()
-    require("mocdc.runner").claim(sink, dir, self.ctx)
+    require("mocdc.pipeline.job").claim(sink, dir, self.ctx)
     for _, t in ipairs(list) do
       t.wm = sink:read_watermark(t.src_label, t.dst_db .. "." .. t.dst_table)
       copy.prepare(t, sink, job.stream.transforms, t.wm ~= nil and t.wm.phase == "cdc")

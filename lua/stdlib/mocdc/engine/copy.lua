@@ -10,8 +10,8 @@ local log = require("mocdc.log")
 local progress = require("mocdc.progress")
 local schema = require("mocdc.schema")
 local cjson = require("cjson")
-local options = require("mocdc.options")
-local stream = require("mocdc.stream")
+local options = require("mocdc.pipeline.options")
+local stream = require("mocdc.pipeline.stream")
 local util = require("mocdc.util.lib")
 
 local M = {}

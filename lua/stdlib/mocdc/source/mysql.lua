@@ -5,7 +5,7 @@ local conn = require("mocdc.conn")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local schema = require("mocdc.schema")
-local tables = require("mocdc.tables")
+local tables = require("mocdc.pipeline.tables")
 local util = require("mocdc.util.lib")
 
 local M = {}
@@ -42,7 +42,7 @@ local function start_snapshot(c)
 end
 
 -- Helper connections reading the SAME snapshot as self.c (parallel chunk
--- checksums, mocdc.source.diff). MariaDB and MySQL cannot share a snapshot
+-- checksums, mocdc.engine.snapdiff). MariaDB and MySQL cannot share a snapshot
 -- between connections, so every one starts its own while a third
 -- connection holds `LOCK TABLES ... READ` on the tables of the iteration: no
 -- write can commit to them in between, so all the snapshots see the same

@@ -1,5 +1,5 @@
--- mocdc.diff: chunk "object list" diffing (the SQL and the list logic; the
--- engine that runs it is mocdc.source.diff, the row merge is host/diff.c).
+-- mocdc.engine.snapdiff_sql: chunk "object list" diffing (the SQL and the list logic; the
+-- engine that runs it is mocdc.engine.snapdiff, the row merge is mocdc.rowdiff).
 --
 -- A table's object list is an ordered list of primary-key-range chunks:
 --   { {lo = nil, n = 1000, s = "9223..."}, {lo = {"1001"}, n = 998, s = "..."}, ... }
@@ -12,8 +12,6 @@
 -- markers)). Never pt-table-checksum's XOR of CRC32: swapping values between
 -- rows, or duplicated rows, change it like any other edit (row_hash_sql).
 --
---   diff.rows(old_batch, new_batch, key, out)  -> inserts, updates, deletes (C)
---   diff.sum_add(a, b)                          -> exact decimal sum (C)
 --   diff.row_hash_sql(cols, opts)               per-row checksum expression
 --   diff.range_sql(keycols, lo, hi)             key range predicate (lo <= k < hi)
 --   diff.sums_sql(tbl, cols, keycols, ranges, opts) -> statements (UNION ALL batches)
@@ -25,12 +23,10 @@
 --   diff.rebalance(chunks, target, split_fn)    split big chunks, merge small ones
 --   diff.encode_state(state, keycols) / diff.decode_state(text, keycols)
 local cjson = require("cjson")
-local lib = require("mocdc.diff.lib")
+local rowdiff = require("mocdc.rowdiff")
 local sqlbuild = require("mocdc.sqlbuild.lib")
 
 local M = {}
-M.rows = lib.rows
-M.sum_add = lib.sum_add
 
 local qi = sqlbuild.quote_ident
 
@@ -272,7 +268,7 @@ local function add_sums(a, b)
   local pa, pb, out = {}, {}, {}
   for x in (a .. ":"):gmatch("([^:]*):") do pa[#pa + 1] = x end
   for x in (b .. ":"):gmatch("([^:]*):") do pb[#pb + 1] = x end
-  for i = 1, math.max(#pa, #pb) do out[i] = lib.sum_add(pa[i] or "0", pb[i] or "0") end
+  for i = 1, math.max(#pa, #pb) do out[i] = rowdiff.sum_add(pa[i] or "0", pb[i] or "0") end
   return table.concat(out, ":")
 end
 M.add_sums = add_sums

@@ -5,7 +5,7 @@
 -- (a sink commit, or caught up) resets the count. Every retry reopens the
 -- job's connections and resumes from the sink's watermark (exactly once).
 local errors = require("mocdc.errors")
-local options = require("mocdc.options")
+local options = require("mocdc.pipeline.options")
 local util = require("mocdc.util.lib")
 
 local M = { FIRST = 0.2, MAX = 30, LIMIT = 10 }

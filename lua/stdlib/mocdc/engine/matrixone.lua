@@ -13,18 +13,18 @@
 -- Without DATA BRANCH DIFF (older servers), for keyless tables, when the old
 -- snapshot is gone (dropped, or outside PITR/GC: then the final state is
 -- synced, as seed 002 says) and every `verifyInterval` seconds, the table is
--- diffed by chunk checksums instead (mocdc.source.diff), reading the old state
+-- diffed by chunk checksums instead (mocdc.engine.snapdiff), reading the old state
 -- from the old snapshot when it exists, else from the sink.
 -- MatrixOne's own CDC refuses to start without a PITR covering the tables; so
 -- does this source (pitr = false skips the check).
 --
 -- M.sql holds every statement this module sends (pinned by spec/matrixone_sql_spec.lua).
 local batchlib = require("mocdc.batch")
-local copy = require("mocdc.copy")
-local diffsrc = require("mocdc.source.diff")
+local copy = require("mocdc.engine.copy")
+local diffsrc = require("mocdc.engine.snapdiff")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
-local options = require("mocdc.options")
+local options = require("mocdc.pipeline.options")
 local progress = require("mocdc.progress")
 local schema = require("mocdc.schema")
 local util = require("mocdc.util.lib")
@@ -147,7 +147,7 @@ function M.wrap(c, o, base)
 end
 
 function M.open(o)
-  local snapshot = require("mocdc.source.snapshot")
+  local snapshot = require("mocdc.source.mysql")
   local base = snapshot.open(o)
   return M.wrap(base.c, o, base)
 end

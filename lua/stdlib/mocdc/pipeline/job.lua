@@ -1,13 +1,13 @@
 -- Executes the jobs a pipeline declared: opens source and sink, validates
 -- every table before writing anything, then copies / streams.
 local checkpoint = require("mocdc.checkpoint")
-local copy = require("mocdc.copy")
+local copy = require("mocdc.engine.copy")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
-local options = require("mocdc.options")
+local options = require("mocdc.pipeline.options")
 local progress = require("mocdc.progress")
-local retry = require("mocdc.retry")
-local snapshot = require("mocdc.source.snapshot")
+local retry = require("mocdc.pipeline.retry")
+local snapshot = require("mocdc.source.mysql")
 local util = require("mocdc.util.lib")
 
 local M = {}
@@ -140,26 +140,26 @@ end
 -- Refuse, before anything is opened, an option the job's source or sink kind
 -- does not honour (mocdc.options.SUPPORTED).
 function M.check_options(job)
-  local kind = options.source_kind(job.stream.source.kind, require("mocdc.source.diff").interval(job) ~= nil)
+  local kind = options.source_kind(job.stream.source.kind, require("mocdc.engine.snapdiff").interval(job) ~= nil)
   options.check(kind, options.sink_kind(job.target), job.stream.source.opts, job.opts)
 end
 
 local function run_job(job, ctx, run_opts)
   local kind = job.stream.source.kind
-  if kind == "snapshot" and require("mocdc.source.diff").interval(job) then
+  if kind == "snapshot" and require("mocdc.engine.snapdiff").interval(job) then
     -- duration = N: full copy, then a chunk-diff iteration every N seconds
-    return require("mocdc.source.diff").run(job, ctx, run_opts)
+    return require("mocdc.engine.snapdiff").run(job, ctx, run_opts)
   elseif kind == "snapshot" then
     return M.run_snapshot(job, ctx, run_opts)
   elseif kind == "matrixone" then
-    return require("mocdc.source.matrixone").run(job, ctx, run_opts)
+    return require("mocdc.engine.matrixone").run(job, ctx, run_opts)
   elseif kind == "binlog" then
-    return require("mocdc.cdc").run(job, ctx, run_opts)
+    return require("mocdc.engine.binlog").run(job, ctx, run_opts)
   end
   errors.raise("unknown source kind " .. tostring(kind), 2)
 end
 
--- One job under the retry policy (mocdc.retry, shared with the task worker):
+-- One job under the retry policy (mocdc.pipeline.retry, shared with the task worker):
 -- a transient failure (sink or source restarting, lock wait timeout,
 -- deadlock) reopens everything and resumes from the sink's watermark. A job
 -- that never got its endpoints open (wrong host, server down at the start)

@@ -96,7 +96,7 @@ end
 
 function M.dir(o)
   if o and o.state_dir then return o.state_dir end
-  return require("mocdc.runner").home()
+  return require("mocdc.pipeline.job").home()
 end
 
 -- open{state_dir=, state_uri=} -> store (raises a clear error)

@@ -9,19 +9,19 @@
 --     are recomputed anyway (the gate is a 32-bit CRC sum; the chunks are not).
 --     `gate = "auto"` (default) skips it after an iteration that found
 --     changes; true: always; false: never.
---  2. recompute the object list's chunk checksums (mocdc.diff) at the stored
+--  2. recompute the object list's chunk checksums (mocdc.engine.snapdiff_sql) at the stored
 --     boundaries and compare them with the list stored in the sink
 --     (`mocdc.diff_state`, written in the same sink transaction as the data).
 --     The statements run on `checksumParallel` (default 2) source
 --     connections at once, all in the iteration's snapshot (see
---     Src:start_helpers in mocdc.source.snapshot);
+--     Src:start_helpers in mocdc.source.mysql);
 --  3. for each changed chunk: when it holds more than `leafRows` rows, split
 --     it at keys sampled from the source and compare the sub-ranges' sums on
 --     both servers (data-diff's bisection), recursing into those that differ;
 --     otherwise fetch the range from the source and the previous state of
 --     the range (the sink's rows, or a time-travel read where the source
 --     supports it: `opts.old_table(t)`) and merge them by key in C
---     (diff.rows) into inserts / updates / deletes;
+--     (rowdiff.rows) into inserts / updates / deletes;
 --  4. apply them with the sink (deletes first, REPLACE by key) and, in the
 --     same transaction, store the new list and the watermark. Big iterations
 --     commit every `batchSize` changed rows with a list that is exact for
@@ -42,20 +42,21 @@
 -- without it the table is diffed by chunk checksums.
 local batchlib = require("mocdc.batch")
 local cjson = require("cjson")
-local copy = require("mocdc.copy")
-local diff = require("mocdc.diff")
+local copy = require("mocdc.engine.copy")
+local diff = require("mocdc.engine.snapdiff_sql")
+local rowdiff = require("mocdc.rowdiff")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local progress = require("mocdc.progress")
 local schema = require("mocdc.schema")
-local stream = require("mocdc.stream")
+local stream = require("mocdc.pipeline.stream")
 local util = require("mocdc.util.lib")
 
 local M = {}
 local Engine = {}
 Engine.__index = Engine
 
-local num_opt = require("mocdc.options").number
+local num_opt = require("mocdc.pipeline.options").number
 
 -- Lower bound for the next change scan of system-versioned tables and
 -- update-column tables, taken BEFORE the snapshot starts. A change that is not
@@ -442,7 +443,7 @@ function Engine:merge_range(t, lo, hi, out, st)
     if t.old_ref then old = self:transform(t, old) end
   end
   local key = (#t.keycols > 0) and (t.dst_key_idx or t.key_idx) or {}
-  local i, u, d = diff.rows(old, cur, key, out)
+  local i, u, d = rowdiff.rows(old, cur, key, out)
   st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
   old:free()
   cur:free()
@@ -863,7 +864,7 @@ function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
       local new = get("src")
       local old = get("sink")
       if self.fn then new = self:transform(t, new) end
-      local i, u, d = diff.rows(old, new, key, out)
+      local i, u, d = rowdiff.rows(old, new, key, out)
       st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
       old:free()
       new:free()
@@ -938,7 +939,7 @@ end
 -- as soon as they exist, so M.teardown closes them whatever failed.
 -- before_engine(list), when given, runs once the tables are prepared.
 function M.setup(job, ctx, src, opened, need_sql_sink, before_engine)
-  local runner = require("mocdc.runner")
+  local runner = require("mocdc.pipeline.job")
   local sink = runner.open_sink(job, ctx.name)
   opened.sink = sink
   if not sink.apply_batch or not sink.c then errors.raise(need_sql_sink, 2) end
@@ -969,7 +970,7 @@ end
 -- sync once). Returns the summary of the last iteration.
 function M.run(job, ctx, run_opts)
   run_opts = run_opts or {}
-  local snapshot = require("mocdc.source.snapshot")
+  local snapshot = require("mocdc.source.mysql")
   local so = job.stream.source.opts
   local interval = M.interval(job) or 0
   local src = snapshot.open(so)

@@ -1,5 +1,5 @@
-/* mocdc.diff.lib: the row level of snapshot diffing (lua/stdlib/mocdc/diff.lua
- * is the public API; lua/stdlib/mocdc/source/diff.lua the engine).
+/* mocdc.rowdiff.lib: the row level of snapshot diffing (lua/stdlib/mocdc/rowdiff.lua
+ * is its public API; lua/stdlib/mocdc/engine/snapdiff.lua the engine that uses it).
  *
  * rows(old, new, key, out) -> inserts, updates, deletes
  *   `old` holds the previous state of a key range (the sink's rows, or a
@@ -125,7 +125,7 @@ static int l_rows(lua_State *L) {
   luaL_checktype(L, 3, LUA_TTABLE);
   mocdc_batch *out = mocdc_batch_check(L, 4);
   if (old->ncols != cur->ncols || out->ncols != cur->ncols)
-    return luaL_error(L, "diff.rows: batches have different column counts (%d, %d, %d)", old->ncols,
+    return luaL_error(L, "rowdiff.rows: batches have different column counts (%d, %d, %d)", old->ncols,
                       cur->ncols, out->ncols);
   if (out == old || out == cur) return luaL_argerror(L, 4, "out must be a third batch");
   int key[MAX_KEY_COLS];
@@ -160,7 +160,7 @@ static int l_rows(lua_State *L) {
   w.l2 = calloc(nc, sizeof *w.l2);
   if (!w.slots || !w.hashes || !w.used || !w.v1 || !w.v2 || !w.l1 || !w.l2) {
     ws_free(&w);
-    return luaL_error(L, "diff.rows: out of memory");
+    return luaL_error(L, "rowdiff.rows: out of memory");
   }
   size_t mask = cap - 1;
   for (size_t i = 0; i < old->nrows; i++) {
@@ -206,7 +206,7 @@ static int l_rows(lua_State *L) {
     del++;
   }
   ws_free(&w);
-  if (oom) return luaL_error(L, "diff.rows: out of memory");
+  if (oom) return luaL_error(L, "rowdiff.rows: out of memory");
   lua_pushnumber(L, ins);
   lua_pushnumber(L, upd);
   lua_pushnumber(L, del);
@@ -242,7 +242,7 @@ static int l_sum_add(lua_State *L) {
   return 1;
 }
 
-int luaopen_mocdc_diff_lib(lua_State *L) {
+int luaopen_mocdc_rowdiff_lib(lua_State *L) {
   static const luaL_Reg fns[] = {{"rows", l_rows}, {"sum_add", l_sum_add}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);

@@ -14,7 +14,7 @@
 -- replaced once its lease ran out).
 --
 -- A worker claims a due job with a compare-and-set on iteration_lsn (lsn + 1,
--- owner = itself), runs one snapshot-diff iteration (mocdc.source.diff: a
+-- owner = itself), runs one snapshot-diff iteration (mocdc.engine.snapdiff: a
 -- consistent upstream snapshot, chunk checksums against the stored object
 -- list, changed chunks merged against the downstream's rows), and before every
 -- commit re-reads the job row FOR UPDATE inside the same downstream
@@ -35,7 +35,7 @@
 -- iteration.
 local cjson = require("cjson")
 local conn = require("mocdc.conn")
-local diffsrc = require("mocdc.source.diff")
+local diffsrc = require("mocdc.engine.snapdiff")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local schema = require("mocdc.schema")
@@ -455,7 +455,7 @@ function M.upstream_tables(up, db, only)
   return out
 end
 
--- Table description for the diff engine (as mocdc.source.snapshot's tables()).
+-- Table description for the diff engine (as mocdc.source.mysql's tables()).
 function M.describe(up, db, tbl)
   local t = { src_db = db, src_table = tbl, dst_db = db, dst_table = tbl, src_label = db .. "." .. tbl }
   local cols = {}
@@ -690,7 +690,7 @@ function Worker:run_job(job, sink)
     local vlo
     if up.flavour == "matrixone" then
       -- MatrixOne: the iteration reads one snapshot of the table ({SNAPSHOT = ...})
-      local mo = require("mocdc.source.matrixone")
+      local mo = require("mocdc.engine.matrixone")
       mosrc = mo.wrap(up, { uri = job.upstream })
       mosnap = mo.sql.snapshot_prefix("sub_" .. job.task_id .. "_" .. job.id) .. job.lsn
       local ts = mosrc:create_snapshot(mosnap, { level = "table", db = job.db, table = job.table })
@@ -722,7 +722,7 @@ function Worker:run_job(job, sink)
     end
     local t = M.describe(up, job.db, job.table)
     if self:align_schema(sink, t) then self:drop_state(job.task_id, job.id) end
-    require("mocdc.copy").prepare(t, sink, {})
+    require("mocdc.engine.copy").prepare(t, sink, {})
     local eng = diffsrc.new({ src = mosrc or { c = up }, sink = sink, opts = self.opts, hooks = {
       state_id = function() return "job:" .. job.id end,
       no_watermark = true,

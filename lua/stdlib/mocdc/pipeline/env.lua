@@ -10,7 +10,7 @@
 -- an error (a typo should not silently create a variable).
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
-local stream = require("mocdc.stream")
+local stream = require("mocdc.pipeline.stream")
 local uri = require("mocdc.uri")
 
 local M = {}
@@ -35,7 +35,7 @@ local function sources(ctx)
         errors.raise(string.format("load.%s: give uri = \"mysql://user:password@host:port\" or " ..
           "host/port/userName/password", kind), 2)
       end
-      local s = o.uri or require("mocdc.source.snapshot").source_uri(o)
+      local s = o.uri or require("mocdc.source.mysql").source_uri(o)
       if type(s) == "string" then check_uri("source", s) end
       return stream.new({ kind = kind, opts = o })
     end

@@ -8,8 +8,8 @@
 local cjson = require("cjson")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
-local retry = require("mocdc.retry")
-local state = require("mocdc.state")
+local retry = require("mocdc.pipeline.retry")
+local state = require("mocdc.task.state")
 local util = require("mocdc.util.lib")
 
 local M = {}
@@ -203,7 +203,7 @@ local function worker_alive(pid, id)
 end
 M.worker_alive = worker_alive
 
-local HOST = require("mocdc.runner").HOST
+local HOST = require("mocdc.pipeline.job").HOST
 
 -- Is the worker a status names alive? A worker on another host (a shared
 -- --state-uri store) cannot be checked from here: its own report stands.
@@ -392,7 +392,7 @@ function M.job_of(cfg)
   }
   if cfg.level == "database" and not cfg.tables then so.databases = cfg.databases end
   if cfg.start_file then so.binlogFile, so.binlogFileOffset = cfg.start_file, cfg.start_pos end
-  local stream = require("mocdc.stream")
+  local stream = require("mocdc.pipeline.stream")
   return {
     stream = stream.new({ kind = "binlog", opts = so }),
     target = cfg.sink_uri,
@@ -408,7 +408,7 @@ function M.validate(cfg)
   if not src then errors.open_failed(err, errno) end
   local ok, e = pcall(function()
     if src.flavour == "matrixone" then
-      -- MatrixOne: snapshots + DATA BRANCH DIFF (source/matrixone.lua), no binlog options
+      -- MatrixOne: snapshots + DATA BRANCH DIFF (engine/matrixone.lua), no binlog options
       if cfg.start_ts or cfg.end_ts then
         errors.raise("source " .. src.label .. " is MatrixOne: --start-ts/--end-ts are not supported for it by mocdc yet", 2)
       end
@@ -416,17 +416,17 @@ function M.validate(cfg)
     end
     local r = src:query("SELECT @@log_bin, @@binlog_format")
     if r and r[1] and tostring(r[1][1]) == "1" and tostring(r[1][2]):upper() == "ROW" then
-      require("mocdc.cdc").check_binlog_settings(src)
+      require("mocdc.engine.binlog").check_binlog_settings(src)
       if cfg.no_full and not cfg.start_ts and not cfg.start_file then
         -- --no-full: exactly the changes committed after `task create` returns
-        local p = require("mocdc.cdc").master_status(src)
+        local p = require("mocdc.engine.binlog").master_status(src)
         cfg.start_file, cfg.start_pos = p.file, p.pos
       end
     elseif cfg.no_full or cfg.start_ts or cfg.end_ts then
       errors.raise(string.format("source %s has no row binlog (log_bin=ON and binlog_format=ROW are needed): " ..
         "--no-full, --start-ts and --end-ts need one", src.label), 2)
     end
-    local tables = require("mocdc.tables")
+    local tables = require("mocdc.pipeline.tables")
     local so = M.job_of(cfg).stream.source.opts
     local list = tables.resolve(src, so, src.label)
     local schema = require("mocdc.schema")
@@ -471,7 +471,7 @@ function M.create(f)
   if eh ~= "stop" and eh ~= "ignore" then
     errors.raise(string.format("--error-handle-option '%s' must be stop or ignore", eh), 2)
   end
-  local cdc = require("mocdc.cdc")
+  local cdc = require("mocdc.engine.binlog")
   local sts, ets = cdc.parse_ts("--start-ts", f["start-ts"]), cdc.parse_ts("--end-ts", f["end-ts"])
   if sts and sts >= util.now() then errors.raise("--start-ts must be earlier than the current time", 2) end
   if sts and ets and ets <= sts then
@@ -621,7 +621,7 @@ local function discard_progress(cfg, clear_tables)
         local schema = require("mocdc.schema")
         local src, serr = require("mocdc.conn").open(cfg.source_uri, { role = "source" })
         if not src then errors.raise(serr) end
-        local okr, list = pcall(require("mocdc.tables").resolve, src, M.job_of(cfg).stream.source.opts, src.label)
+        local okr, list = pcall(require("mocdc.pipeline.tables").resolve, src, M.job_of(cfg).stream.source.opts, src.label)
         src:close()
         if not okr then error(list, 0) end
         for _, t in ipairs(list) do
@@ -773,15 +773,15 @@ function M.worker(id, f)
         -- snapshots + DATA BRANCH DIFF every second (MatrixOne's own CDC polls at 200 ms)
         job.stream.source.kind = "matrixone"
         job.opts.duration = job.opts.duration or 1
-        return require("mocdc.source.matrixone").run(job, ctx, {})
+        return require("mocdc.engine.matrixone").run(job, ctx, {})
       end
       if r and r[1] and tostring(r[1][1]) == "1" and tostring(r[1][2]):upper() == "ROW" then
-        return require("mocdc.cdc").run(job, ctx, {})
+        return require("mocdc.engine.binlog").run(job, ctx, {})
       end
       -- no row binlog: full copy, then chunk-checksum diff iterations
       job.stream.source.kind = "snapshot"
       job.opts.duration = job.opts.duration or 2
-      return require("mocdc.source.diff").run(job, ctx, {})
+      return require("mocdc.engine.snapdiff").run(job, ctx, {})
     end)
     if stop_wanted() then
       outcome = "paused"
