@@ -26,16 +26,6 @@ function M.rows(b)
   end
 end
 
--- Same with tables keyed by column name.
-function M.rows_named(b)
-  local i, n = 0, b:count()
-  return function()
-    i = i + 1
-    if i > n then return nil end
-    return i, b:get_named(i)
-  end
-end
-
 -- Build a batch of inserts from an array of rows (tests and small tools).
 function M.of(columns, rows)
   local b = lib.new(columns)

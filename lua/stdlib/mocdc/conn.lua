@@ -5,7 +5,7 @@
 --   c.flavour                          -- "matrixone" | "mariadb" | "mysql"
 --   c:query(sql) / c:exec(sql) / c:escape(s) / c:stream(sql) / c:load_from(cursor, sql, opts)
 --   c:send(sql) then c:reap_query()    -- a statement in flight while others run
---   c:query_one(sql), c:variable(name), c:table_exists(db, t), c:close()
+--   c:query_one(sql), c:variable(name), c:close()
 --
 -- Every session runs with SET NAMES <charset>, time_zone '+00:00' (TIMESTAMP never
 -- shifts), and the server's sql_mode minus NO_BACKSLASH_ESCAPES (our escaping
@@ -234,18 +234,6 @@ function Conn:variable(name)
   if not row then return nil, err, errno, sqlstate end
   if row[1] == lib.NULL then return nil end
   return row[1]
-end
-
--- true | false | nil, msg
-function Conn:table_exists(db, t)
-  if type(db) ~= "string" or type(t) ~= "string" then
-    error("bad arguments to 'table_exists' (database and table names expected)", 2)
-  end
-  local rows, err, errno, sqlstate = self.h:query(string.format(
-    "SELECT 1 FROM information_schema.tables WHERE table_schema = '%s' AND table_name = '%s' LIMIT 1",
-    self.h:escape(db), self.h:escape(t)))
-  if not rows then return nil, err, errno, sqlstate end
-  return rows[1] ~= nil
 end
 
 return M

@@ -45,14 +45,6 @@ function M.message(e)
   return tostring(e)
 end
 
--- check(value, msg, ...): like assert for nil,msg returns; raises `prefix: msg`.
-function M.check(prefix, ok, msg, ...)
-  if ok == nil or ok == false then
-    M.raise(prefix and (prefix .. ": " .. tostring(msg)) or tostring(msg))
-  end
-  return ok, msg, ...
-end
-
 -- A connection refused while setting up TLS (errno 2026, CR_SSL_CONNECTION_ERROR:
 -- a wrong CA, a certificate for another host, an unreadable ssl-ca file, a
 -- server without TLS for ssl-mode require) needs the configuration fixed:

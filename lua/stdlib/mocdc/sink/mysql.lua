@@ -352,22 +352,6 @@ function Sink:apply_ddl(t, x)
   return true
 end
 
--- LOAD DATA statement for a table: BIT columns go through a user variable.
-function Sink:load_sql(t)
-  local cols, sets = {}, {}
-  for i, c in ipairs(t.columns) do
-    if c.class == "bit" then
-      cols[#cols + 1] = "@v" .. i
-      sets[#sets + 1] = schema.qi(c.name) .. " = CAST(@v" .. i .. " AS UNSIGNED)"
-    else
-      cols[#cols + 1] = schema.qi(c.name)
-    end
-  end
-  return "LOAD DATA LOCAL INFILE 'mocdc-stream' REPLACE INTO TABLE " .. schema.qname(t.dst_db, t.dst_table) ..
-    " CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (" ..
-    table.concat(cols, ", ") .. ")" .. (#sets > 0 and (" SET " .. table.concat(sets, ", ")) or "")
-end
-
 -- Fail on warnings after LOAD DATA (LOCAL turns conversion errors into warnings).
 function Sink:check_warnings(what)
   local rows = self:query("SHOW WARNINGS LIMIT 3", "SHOW WARNINGS")
@@ -381,7 +365,7 @@ end
 
 -- Stream up to max_rows rows from a source cursor into the table, in the open transaction.
 function Sink:load_chunk(cursor, t, max_rows)
-  t.load_sql = t.load_sql or self:load_sql(t)
+  t.load_sql = t.load_sql or conn.load_data_sql(schema.qname(t.dst_db, t.dst_table), t.columns, { mode = "replace" })
   local rows, bytes, last_key, warnings = self.c:load_from(cursor, t.load_sql,
     { max_rows = max_rows, key_cols = t.key_idx })
   if not rows then
