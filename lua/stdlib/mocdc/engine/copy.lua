@@ -113,7 +113,7 @@ function M.prepare(t, sink, transforms, skip_compare)
   end
   sink:prepare_table({ src_label = t.src_label, dst_db = t.dst_db, dst_table = t.dst_table,
     columns = out_cols, generated = t.generated, create_sql = create_sql }, #transforms > 0, skip_compare)
-  if t.key_from_idcols and sink.c and sink.c.flavour ~= "file" then
+  if t.key_from_idcols and sink.c then -- a SQL sink (sink.c is its connection)
     local have = schema.primary_key(sink.c, t.dst_db, t.dst_table)
     local want, got = {}, {}
     for _, k in ipairs(t.dst_key or t.key) do want[#want + 1] = k:lower() end

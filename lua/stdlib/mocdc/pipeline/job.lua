@@ -19,11 +19,17 @@ local function home()
 end
 M.home = home
 
+-- The job's own directory: checkpoints, its lock, the file sink's state,
+-- dead letters (checkpointLocation, else $MOCDC_HOME/pipelines/<name>).
+function M.state_dir(job, name)
+  return job.opts.checkpointLocation or (home() .. "/pipelines/" .. name)
+end
+
 local function open_sink(job, name)
   local o = job.opts
   local kind = job.target:match("^(%a[%w+.-]*)://")
   if kind == "file" then
-    return require("mocdc.sink.file").open(job.target, { pipeline = name, opts = o })
+    return require("mocdc.sink.file").open(job.target, { pipeline = name, opts = o, state_dir = M.state_dir(job, name) })
   end
   if kind ~= "mysql" and kind ~= "matrixone" then
     errors.raise(string.format("sink '%s': unsupported scheme (expected mysql://user:pw@host:port)",
@@ -33,7 +39,7 @@ local function open_sink(job, name)
   return require("mocdc.sink.mysql").open(job.target, { pipeline = name, dialect = dialect,
     maxSqlLength = o.maxSqlLength, password = o.password, sendSqlTimeout = options.number(o, "sendSqlTimeout"),
     loadData = o.loadData, errorHandleOption = o.errorHandleOption,
-    deadLetter = o.deadLetter or ((o.checkpointLocation or (home() .. "/pipelines/" .. name)) .. "/dead_letter.jsonl"),
+    deadLetter = o.deadLetter or (M.state_dir(job, name) .. "/dead_letter.jsonl"),
     onDeadLetter = o.onDeadLetter })
 end
 
@@ -69,7 +75,7 @@ function Locked.__index(self, k)
 end
 
 function M.open_store(job, name)
-  local dir = job.opts.checkpointLocation or (home() .. "/pipelines/" .. name)
+  local dir = M.state_dir(job, name)
   local lk, lerr, code = checkpoint.lock_location(dir, M.whoami())
   if not lk and code == util.EWOULDBLOCK then
     errors.raise(string.format("checkpointLocation %s is %s: a stream has one writer; stop that run first, " ..

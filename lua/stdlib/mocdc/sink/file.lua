@@ -29,7 +29,7 @@ function M.open(target, o)
     errors.raise(string.format("file sink '%s': expected file:///absolute/path/{db}/{table}", target), 2)
   end
   local jo = o.opts or {}
-  local dir = jo.checkpointLocation or (require("mocdc.pipeline.job").home() .. "/pipelines/" .. o.pipeline)
+  local dir = o.state_dir -- the job's checkpointLocation (pipeline/job.lua, state_dir)
   local store, err = checkpoint.open_location(dir .. "/file-sink")
   if not store then errors.raise(string.format("checkpointLocation %s: %s", dir, err), 2) end
   local id_cols
@@ -38,8 +38,7 @@ function M.open(target, o)
     for n in tostring(jo.idCols):gmatch("[^,%s]+") do id_cols[#id_cols + 1] = n end
   end
   return setmetatable({ tmpl = tmpl, store = store, files = {}, pending = {}, in_txn = false,
-    use_load_data = false, id_cols = id_cols, dialect = "file",
-    c = { label = target, flavour = "file" } }, Sink)
+    use_load_data = false, id_cols = id_cols, kind = "file", dialect = "file" }, Sink)
 end
 
 function Sink:label() return self.tmpl end

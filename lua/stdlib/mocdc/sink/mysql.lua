@@ -23,7 +23,7 @@ function M.open(uri, opts)
   local c, err, errno, sqlstate = conn.open(uri, { role = "sink", local_infile = true, password = opts.password,
     read_timeout = opts.sendSqlTimeout, write_timeout = opts.sendSqlTimeout })
   if not c then errors.open_failed(err, errno, nil, sqlstate) end
-  local self = setmetatable({ c = c, uri = uri, pipeline = opts.pipeline or "default",
+  local self = setmetatable({ kind = "mysql", c = c, uri = uri, pipeline = opts.pipeline or "default",
     dialect = opts.dialect or (c.flavour == "matrixone" and "matrixone" or "mysql"),
     wm_db = opts.watermarkDatabase or "mocdc", in_txn = false, prepared = {} }, Sink)
   local map = tonumber(c:variable("max_allowed_packet")) or DEFAULT_MAX_SQL
@@ -111,18 +111,18 @@ end
 -- events. Its result is collected (reap) before anything else uses the
 -- connection through the sink: the next statement, the watermark, COMMIT,
 -- ROLLBACK (a caller using sink.c directly must call sink:reap() first). Needs
--- the native conn's send/reap; never with errorHandleOption=ignore (a failing
+-- a connection with send/reap (mocdc.conn has them; the MatrixOne emulator of
+-- the specs does not); never with errorHandleOption=ignore (a failing
 -- batch is then replayed row by row, which needs the batch at hand).
 function Sink:can_pipeline()
-  local h = self.c and self.c.h
-  return not self.ignore and h ~= nil and h.send ~= nil and h.reap ~= nil
+  return not self.ignore and self.c.send ~= nil and self.c.reap ~= nil
 end
 
 function Sink:reap()
   local t = self.inflight_t
   if not t then return end
   self.inflight_t = nil
-  local n, err, code, state = self.c.h:reap()
+  local n, err, code, state = self.c:reap()
   if not n then
     errors.raise_sql(string.format("sink %s: writing to %s.%s failed: %s%s%s", self.c.label, t.dst_db, t.dst_table, err,
       code and (" (error " .. code .. ")") or "", self:hint(code)), code, state)
@@ -452,7 +452,7 @@ function Sink:apply_changes(t, b)
   for i, sql in ipairs(stmts) do
     local n, eerr, code, state
     if self.pipelined and i == #stmts then
-      n, eerr, code, state = self.c.h:send(sql)
+      n, eerr, code, state = self.c:send(sql)
       if n then self.inflight_t = t end
     else
       n, eerr, code, state = self.c:exec(sql)
