@@ -289,11 +289,14 @@ local function template_dir()
 
   local tmp = string.format("%s.tmp-%d-%d", tdir, util.getpid(), math.random(1, 1e9))
   os.execute("rm -rf " .. q(tmp))
-  assert(util.mkdir_p(tmp))
+  -- each install gets its own tmpdir: concurrent bootstraps sharing /tmp collide on their
+  -- "#sql-temptable-*" files ("Unknown table 'mysql.tmp_user_sys'" on a fresh machine)
+  assert(util.mkdir_p(tmp .. "/tmp"))
   local user = IS_ROOT and " --user=root" or ""
   local opts = ""
   for _, o in ipairs(BASE_OPTS) do opts = opts .. " --" .. o end
   local out, rc = sh(q(INSTALL_DB) .. " --no-defaults --datadir=" .. q(tmp .. "/data") ..
+    " --tmpdir=" .. q(tmp .. "/tmp") ..
     " --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve" .. user .. opts ..
     " >" .. q(tmp .. "/install.log") .. " 2>&1")
   if rc ~= 0 then
@@ -303,7 +306,8 @@ local function template_dir()
   -- start it once without networking to set the root password
   local sock = tmp .. "/s.sock"
   local pid = tonumber((sh(q(MARIADBD) .. " --no-defaults --datadir=" .. q(tmp .. "/data") ..
-    " --socket=" .. q(sock) .. " --skip-networking --pid-file=" .. q(tmp .. "/t.pid") ..
+    " --socket=" .. q(sock) .. " --tmpdir=" .. q(tmp .. "/tmp") ..
+    " --skip-networking --pid-file=" .. q(tmp .. "/t.pid") ..
     " --log-error=" .. q(tmp .. "/t.err") .. user .. opts ..
     " >/dev/null 2>&1 </dev/null" .. CLOSE_FDS .. " & echo $!")):match("%d+"))
   local deadline = util.mono() + 60
