@@ -195,16 +195,16 @@ function M.main(args)
   elseif cmd == "run" then
     return cmd_run(rest)
   elseif cmd == "task" then
-    return protected(require("mocdc.task").main, rest)
+    return protected(require("mocdc.task.cli").main, rest)
   elseif cmd == "task-worker" then
     return protected(function()
       local id = rest[1]
-      local f = require("mocdc.task").parse_flags({ select(2, unpack(rest)) })
-      return require("mocdc.task").worker(id, f)
+      local f = require("mocdc.task.cli").parse_flags({ select(2, unpack(rest)) })
+      return require("mocdc.task.worker").run(id, f)
     end)
   elseif cmd == "serve" then
     -- with --state-uri: subscription executor + scanner + task supervisor; else the task supervisor
-    return protected(function() return require("mocdc.subscription").serve(require("mocdc.task").parse_flags(rest)) end)
+    return protected(function() return require("mocdc.subscription").serve(require("mocdc.task.cli").parse_flags(rest)) end)
   elseif cmd == "sql" then
     return protected(require("mocdc.subscription").sql_main, rest)
   elseif cmd == "completion" then

@@ -150,6 +150,8 @@ function M.check_options(job)
   options.check(kind, options.sink_kind(job.target), job.stream.source.opts, job.opts)
 end
 
+-- One run of a job by the engine of its source kind (no retries: the caller's
+-- loop, run_with_retries below or the task worker's, decides).
 local function run_job(job, ctx, run_opts)
   local kind = job.stream.source.kind
   if kind == "snapshot" and require("mocdc.engine.snapdiff").interval(job) then
@@ -164,6 +166,7 @@ local function run_job(job, ctx, run_opts)
   end
   errors.raise("unknown source kind " .. tostring(kind), 2)
 end
+M.run_job = run_job
 
 -- One job under the retry policy (mocdc.pipeline.retry, shared with the task worker):
 -- a transient failure (sink or source restarting, lock wait timeout,

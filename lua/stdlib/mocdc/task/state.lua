@@ -4,6 +4,9 @@
 -- Keys: task/<id>/config (written by the CLI), task/<id>/desired (CLI:
 -- running|paused|dropped), task/<id>/status (written by the task's worker:
 -- state starting|running|stopped, pid, err, checkpoint, dead_letters, ...).
+-- Below the store: that layout (key, get_json, tasks, find), opening the
+-- store a command's flags name, and the seed's time format.
+local cjson = require("cjson")
 local checkpoint = require("mocdc.checkpoint")
 local errors = require("mocdc.errors")
 local util = require("mocdc.util.lib")
@@ -118,6 +121,67 @@ function M.open(o)
   -- task configs hold the endpoints' credentials: owner-only
   if fresh then os.execute("chmod 600 '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null") end
   return store
+end
+
+-- The content of a file named by --<flag>, without its trailing newlines
+-- (password files, --state-uri-file).
+function M.read_file_trim(flag, path)
+  local fh, err = io.open(path)
+  if not fh then errors.raise(string.format("--%s: cannot read password file: %s", flag, tostring(err)), 2) end
+  local s = fh:read("*a")
+  fh:close()
+  return (s:gsub("[\r\n]+$", ""))
+end
+
+-- --state-uri, or --state-uri-file (a file holding the URI: keeps its
+-- password out of `ps`; workers always get it this way).
+function M.uri_of(f)
+  if f["state-uri-file"] then return M.read_file_trim("state-uri-file", f["state-uri-file"]) end
+  return f["state-uri"]
+end
+
+-- The store a command's flags name (--state-dir, --state-uri, --state-uri-file).
+function M.open_flags(f)
+  return M.open({ state_dir = f["state-dir"], state_uri = M.uri_of(f) })
+end
+
+function M.key(id, what) return "task/" .. id .. "/" .. what end
+
+-- The value at k decoded from JSON; nil when absent or not JSON.
+function M.get_json(st, k)
+  local v = st:get(k)
+  if v == nil then return nil end
+  local ok, t = pcall(cjson.decode, v)
+  return ok and t or nil
+end
+
+-- The configs of every task (of one owner, login@host:port, when given), by id.
+function M.tasks(st, owner)
+  local out = {}
+  local items, err = st:items("task/")
+  if not items then errors.raise("cannot read the state store: " .. tostring(err)) end
+  for k, v in pairs(items) do
+    local id = k:match("^task/([^/]+)/config$")
+    if id then
+      local cfg = cjson.decode(v)
+      if not owner or cfg.owner == owner then out[#out + 1] = cfg end
+    end
+  end
+  table.sort(out, function(a, b) return a.id < b.id end)
+  return out
+end
+
+function M.find(st, owner, name)
+  for _, cfg in ipairs(M.tasks(st, owner)) do
+    if cfg.name == name then return cfg end
+  end
+  return nil
+end
+
+-- Go-style timestamp like the seed's (task show, err-msg): 2024-10-29 16:43:00.318404 +0000 UTC
+function M.go_time(t)
+  local sec = math.floor(t)
+  return os.date("!%Y-%m-%d %H:%M:%S", sec) .. string.format(".%06d +0000 UTC", math.floor((t - sec) * 1e6))
 end
 
 return M
