@@ -58,9 +58,17 @@ local function launching(s)
 end
 M.launching = launching
 
--- The stored status of a task (nil: none yet).
+-- The stored status of a task (nil: none yet). A worker writes its last
+-- status (stopped, and why) and then exits: a status read just before that
+-- write names a worker that is gone by the time it is checked. So a running
+-- status whose worker is gone is read again; what a gone worker left is its
+-- last word (still running: it died without saying so).
 function M.status(st, id)
-  return get_json(st, key(id, "status"))
+  local s = get_json(st, key(id, "status"))
+  if s and s.state == "running" and not status_alive(s, id) then
+    s = get_json(st, key(id, "status")) or s
+  end
+  return s
 end
 
 -- The state a user sees, reconciled with the worker process.
