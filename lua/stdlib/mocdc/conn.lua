@@ -199,7 +199,7 @@ function Conn:escape(s) return self.h:escape(s) end
 function Conn:stream(sql) return self.h:stream(sql) end
 -- send(sql) starts a statement without waiting; reap_query() returns what
 -- query() would (rows, columns | nil, msg...): several connections can then
--- run statements at the same time (mocdc.engine.snapdiff's parallel checksums)
+-- run statements at the same time (mocdc.engine.snapdiff_ranges's parallel checksums)
 function Conn:send(sql) return self.h:send(sql) end
 function Conn:reap_query() return self.h:reap_query() end
 function Conn:reap() return self.h:reap() end -- affected rows (a result set is discarded)

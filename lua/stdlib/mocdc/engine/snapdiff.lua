@@ -40,85 +40,38 @@
 -- that committed after that snapshot is never missed); only those rows are
 -- fetched and merged. Needs the PROCESS privilege (information_schema.innodb_trx);
 -- without it the table is diffed by chunk checksums.
+--
+-- This file is the engine, its iteration of a table and the run loop;
+-- engine/snapdiff_ranges.lua the chunk checksums and the row merge of ranges,
+-- engine/snapdiff_keys.lua the key-driven modes and their change bound
+-- (version_lo), engine/snapdiff_state.lua the stored object list, and
+-- engine/snapdiff_sql.lua the SQL.
 local batchlib = require("mocdc.batch")
 local cjson = require("cjson")
 local copy = require("mocdc.engine.copy")
 local diff = require("mocdc.engine.snapdiff_sql")
-local rowdiff = require("mocdc.rowdiff")
 local errors = require("mocdc.errors")
+local job_mod = require("mocdc.pipeline.job")
+local keys = require("mocdc.engine.snapdiff_keys")
 local log = require("mocdc.log")
 local progress = require("mocdc.progress")
+local ranges = require("mocdc.engine.snapdiff_ranges")
 local schema = require("mocdc.schema")
+local snapshot = require("mocdc.source.mysql")
+local state_mod = require("mocdc.engine.snapdiff_state")
 local stream = require("mocdc.pipeline.stream")
 local util = require("mocdc.util.lib")
 
 local M = {}
 local Engine = {}
 Engine.__index = Engine
+for _, part in ipairs({ ranges, keys, state_mod }) do
+  for k, f in pairs(part.methods) do Engine[k] = f end
+end
+-- the engine's public helpers (the subscription worker and the specs use them)
+M.version_lo, M.run_all = keys.version_lo, ranges.run_all
 
 local num_opt = require("mocdc.pipeline.options").number
-
--- Lower bound for the next change scan of system-versioned tables and
--- update-column tables, taken BEFORE the snapshot starts. A change that is not
--- in the snapshot commits later, but carries the start time of its statement,
--- and that statement was either running when the processlist was read (its
--- start), or done inside a transaction still open and written to when
--- information_schema.innodb_trx was read just after (trx_started: the
--- server's OS time zone, whole seconds, the earlier reading in the hour a
--- daylight-saving change repeats), or it started after that. The earliest of
--- those, less `margin` seconds (default 2): a transaction's first statement
--- can start before InnoDB starts the transaction (opening tables, waiting for
--- a metadata lock); longer waits are caught by the full check
--- (fullCheckInterval), which both key-driven modes run.
--- nil, why when it cannot be known: not MariaDB, no PROCESS privilege, a stale
--- innodb_trx, or a replica / Galera node (replicated rows carry the primary's
--- times, which arrive as late as the replica lags).
-function M.version_lo(c, margin)
-  if c.flavour ~= "mariadb" then return nil, "the source is not MariaDB" end
-  local replica = "the source is a replica: its rows carry the primary's times, which arrive as late as it lags " ..
-    "(point the pipeline at the primary to use them)"
-  local slaves = c:query("SHOW ALL SLAVES STATUS") -- needs a privilege; the processlist check below does not
-  if type(slaves) == "table" and #slaves > 0 then return nil, replica end
-  local ws = c:query("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")
-  if type(ws) == "table" and ws[1] and tostring(ws[1][2]):upper() == "ON" then
-    return nil, "the source is a Galera node: transactions of the other nodes arrive with their own times"
-  end
-  margin = tonumber(margin) or 2
-  -- 1. now, and the statements running now (their start)
-  local p, perr = c:query("SELECT UTC_TIMESTAMP(6), (SELECT MIN(UTC_TIMESTAMP(6) - INTERVAL ROUND(time_ms * 1000) " ..
-    "MICROSECOND) FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command NOT IN ('Sleep', " ..
-    "'Daemon', 'Binlog Dump', 'Binlog Dump GTID')), (SELECT COUNT(*) FROM information_schema.processlist WHERE " ..
-    "command IN ('Slave_SQL', 'Slave_worker'))")
-  if type(p) ~= "table" or not p[1] then return nil, "reading the processlist failed (" .. tostring(perr) .. ")" end
-  if (tonumber(p[1][3]) or 0) > 0 then return nil, replica end
-  local lo = p[1][1]
-  if type(p[1][2]) == "string" and p[1][2] < lo then lo = p[1][2] end
-  -- 2. the transactions open now that have written. information_schema.innodb_trx
-  -- is a cache refreshed at most every 100 ms (and not while it keeps being
-  -- read): it is fresh when it lists a transaction of ours begun after step 1.
-  local tb
-  for attempt = 1, 4 do
-    if attempt > 1 then util.sleep(0.12) end
-    local ok, err = c:exec("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-    if not ok then return nil, "starting a transaction failed (" .. tostring(err) .. ")" end
-    -- trx_started is in the server's OS time zone, whole seconds; in the hour a
-    -- daylight-saving change repeats, the earlier reading of it is taken
-    local r, rerr = c:query("SELECT SUM(trx_mysql_thread_id = CONNECTION_ID()), " ..
-      "(SELECT IF(CONVERT_TZ(u - INTERVAL 1 HOUR, '+00:00', 'SYSTEM') = l, u - INTERVAL 1 HOUR, u) FROM (SELECT " ..
-      "MIN(trx_started) AS l, CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') AS u FROM information_schema.innodb_trx " ..
-      "WHERE trx_rows_modified > 0) AS m) FROM information_schema.innodb_trx")
-    c:exec("COMMIT")
-    if type(r) ~= "table" or not r[1] then
-      return nil, "reading the oldest open transaction failed (" .. tostring(rerr) .. "; it needs the PROCESS privilege)"
-    end
-    if tonumber(r[1][1]) == 1 then tb = type(r[1][2]) == "string" and r[1][2] or false break end
-  end
-  if tb == nil then return nil, "information_schema.innodb_trx was not refreshed (it is read too often)" end
-  if tb and tb < lo then lo = tb end
-  local m = c:query("SELECT '" .. lo .. "' - INTERVAL " .. math.floor(margin * 1e6) .. " MICROSECOND")
-  if type(m) ~= "table" or not m[1] or type(m[1][1]) ~= "string" then return nil, "the server returned no time" end
-  return m[1][1]
-end
 
 -- The chunk checksum both servers can compute: "crc" (CRC32 rows, two
 -- moments) on MariaDB/MySQL; "md5crc" when either side is MatrixOne.
@@ -159,22 +112,6 @@ function M.new(e)
   return self
 end
 
-function Engine:state_table()
-  return schema.qname(self.sink.wm_db, "diff_state")
-end
-
-function Engine:ensure_state_table()
-  if self.state_ready then return end
-  self.sink:ensure_watermark()
-  self.sink:exec("CREATE TABLE IF NOT EXISTS " .. self:state_table() .. [[ (
-  pipeline VARCHAR(128) NOT NULL,
-  source_table VARCHAR(400) NOT NULL,
-  state LONGTEXT NOT NULL,
-  updated_at DATETIME(6) NOT NULL,
-  PRIMARY KEY (pipeline, source_table))]], "creating the diff state table")
-  self.state_ready = true
-end
-
 -- Prepare a table (after copy.prepare): key columns, checks, SQL pieces.
 function Engine:prepare(t)
   t.keycols = {}
@@ -201,372 +138,11 @@ function Engine:prepare(t)
   end
   t.vcols = nil
   if #t.keycols > 0 and self.src.c.flavour == "mariadb" and self.o.versioned ~= false and self.o.versioned ~= "false" then
-    t.vcols = M.versioning(self.src.c, t)
+    t.vcols = keys.versioning(self.src.c, t)
   end
   t.ucol = nil
   if self.o.updateColumn and not t.vcols then t.ucol = self:update_column(t) end
   if t.ucol then t.diff_sig = t.diff_sig .. ",updateColumn " .. t.ucol end
-end
-
--- The updateColumn of a table, checked, or nil (then chunk checksums).
-function Engine:update_column(t)
-  local want = tostring(self.o.updateColumn)
-  local col
-  for _, c in ipairs(t.columns) do if c.name:lower() == want:lower() then col = c end end
-  if not col then
-    log.info("%s has no column %s (updateColumn): diffed by chunk checksums", t.src_label, want)
-    return nil
-  end
-  if self.src.c.flavour ~= "mariadb" then
-    errors.raise(string.format("updateColumn needs a MariaDB source (%s is %s): it bounds the change scan with " ..
-      "information_schema.innodb_trx and processlist.time_ms; remove the option", self.src.c.label,
-      self.src.c.flavour), 2)
-  end
-  if #t.keycols == 0 or not t.same_shape then
-    log.info("%s: updateColumn needs a key and no transforms: diffed by chunk checksums", t.src_label)
-    return nil
-  end
-  local c = self.src.c
-  local def = col.default
-  if col.data_type ~= "timestamp" or not (col.extra or ""):find("on update current_timestamp", 1, true) or
-      col.nullable or type(def) ~= "string" or not def:lower():find("^current_timestamp") then
-    errors.raise(string.format("updateColumn %s of %s is %s%s%s%s; it must be a TIMESTAMP NOT NULL DEFAULT " ..
-      "CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP column (the server then sets it on every insert and update; a " ..
-      "DATETIME depends on the writer's time zone): fix the column or drop the updateColumn option", col.name,
-      t.src_label, col.column_type, col.nullable and " NULL" or " NOT NULL",
-      type(def) == "string" and (" DEFAULT " .. def) or "", (col.extra or "") ~= "" and (" " .. col.extra) or ""), 2)
-  end
-  local idx = c:query("SELECT 1 FROM information_schema.statistics WHERE table_schema = '" .. c:escape(t.src_db) ..
-    "' AND table_name = '" .. c:escape(t.src_table) .. "' AND column_name = '" .. c:escape(col.name) ..
-    "' AND seq_in_index = 1 LIMIT 1")
-  if type(idx) == "table" and not idx[1] then
-    log.warn("%s: no index starts with updateColumn %s, so every iteration scans the table to find the changed " ..
-      "rows; add one (ALTER TABLE ... ADD INDEX (%s))", t.src_label, col.name, col.name)
-  end
-  t.ucol_fsp = tonumber(tostring(col.column_type):match("%((%d)%)")) or 0
-  return col.name
-end
-
--- Row start / end columns of a timestamp-versioned MariaDB table, or nil.
-function M.versioning(c, t)
-  local rows = c:query("SELECT table_type FROM information_schema.tables WHERE table_schema = '" .. c:escape(t.src_db) ..
-    "' AND table_name = '" .. c:escape(t.src_table) .. "'")
-  if type(rows) ~= "table" or not rows[1] or rows[1][1] ~= "SYSTEM VERSIONED" then return nil end
-  local ddl = t.create_sql or schema.show_create(c, t.src_db, t.src_table)
-  local rs, re, ls
-  for line in ddl:gmatch("[^\n]+") do
-    local name, rest = schema.read_ident(line)
-    if name and line:find("GENERATED ALWAYS AS ROW START", 1, true) then rs, ls = name, rest:match("^%s*(%w+)") end
-    if name and line:find("GENERATED ALWAYS AS ROW END", 1, true) then re = name end
-  end
-  if rs and re then
-    -- explicit columns: only timestamps (trx-id versioning is not a time)
-    if not ls or not ls:lower():match("^timestamp") then return nil end
-    return { start = rs, stop = re }
-  end
-  return { start = "row_start", stop = "row_end" }
-end
-
--- Key ranges are evaluated by both servers: string keys must sort alike.
-function Engine:check_collations(t)
-  local function coll(c, db, tbl, col)
-    local rows = c:query("SELECT collation_name FROM information_schema.columns WHERE table_schema = '" ..
-      c:escape(db) .. "' AND table_name = '" .. c:escape(tbl) .. "' AND column_name = '" .. c:escape(col) .. "'")
-    return rows and rows[1] and rows[1][1]
-  end
-  for j, kc in ipairs(t.keycols) do
-    if kc.class == "str" then
-      local a = coll(self.src.c, t.src_db, t.src_table, kc.name)
-      local b = coll(self.sink.c, t.dst_db, t.dst_table, t.dst_keycols[j].name)
-      if type(a) == "string" and type(b) == "string" and a ~= b then
-        errors.raise(string.format("key column '%s' has collation %s in %s but %s in sink table %s; snapshot " ..
-          "diffing compares key ranges on both servers: give the sink column the same collation", kc.name, a,
-          t.src_label, b, t.dst_label), 2)
-      end
-    end
-  end
-end
-
----------------------------------------------------------------------------
--- reading
----------------------------------------------------------------------------
-
-local function q(c, sql, what)
-  local rows, err, code, sqlstate = c:query(sql)
-  if not rows then
-    errors.raise_sql(string.format("%s on %s failed: %s", what, c.label or "server", tostring(err)), code, sqlstate)
-  end
-  return rows
-end
-
--- Sums of ranges on the source ("src") or on the sink ("sink"); array of {n=, s=}.
-function Engine:sums(side, t, ranges, st)
-  if #ranges == 0 then return {} end
-  local c, ref, cols, keys
-  if side == "src" then
-    c, ref, cols, keys = self.src.c, t.src_ref, t.columns, t.keycols
-  elseif side == "old" then
-    c, ref, cols, keys = self.src.c, t.old_ref, t.columns, t.keycols
-  else
-    c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols
-  end
-  local out = {}
-  local conns = { c }
-  if side == "src" then
-    for _, h in ipairs(self.src.helpers_active or {}) do conns[#conns + 1] = h end
-  end
-  local t0 = util.mono()
-  -- statements of at most 100 ranges, as many per connection (balanced waves)
-  if side == "src" then st.conns = math.max(st.conns, #conns) end
-  local nstmt = #conns * math.ceil(#ranges / (100 * #conns))
-  local per = math.max(1, math.ceil(#ranges / nstmt))
-  M.run_all(conns, diff.sums_sql(ref, cols, keys, ranges, { mode = self.mode, per_statement = per }),
-    "checksumming " .. t.src_label,
-    function(rows)
-      for _, r in ipairs(rows) do
-        out[tonumber(r[1])] = diff.sum_of(r, 2)
-        st.summary_bytes = st.summary_bytes + #tostring(r[3]) + 16
-      end
-    end)
-  st.sum_queries = st.sum_queries + #ranges
-  st.t_sums = st.t_sums + (util.mono() - t0)
-  return out
-end
-
--- Run read-only statements on several connections at once (send, then
--- reap_query: no threads), handing each result to on_rows in any order.
--- An error is raised once every statement sent has been reaped, so the
--- connections stay usable.
-function M.run_all(conns, stmts, what, on_rows)
-  if #conns == 1 or #stmts == 1 then
-    for _, sql in ipairs(stmts) do on_rows(q(conns[1], sql, what)) end
-    return
-  end
-  local i = 1
-  while i <= #stmts do
-    local wave, failed = {}, nil
-    for _, c in ipairs(conns) do
-      if i > #stmts then break end
-      local ok, err, code = c:send(stmts[i])
-      if ok then wave[#wave + 1] = c else failed = failed or { c, err, code } end
-      i = i + 1
-    end
-    local raised
-    for _, c in ipairs(wave) do
-      local rows, err, code = c:reap_query()
-      if rows then
-        if not failed and not raised then
-          local ok, e = pcall(on_rows, rows)
-          if not ok then raised = e end
-        end
-      else
-        failed = failed or { c, err, code }
-      end
-    end
-    if failed then
-      errors.raise_sql(string.format("%s on %s failed: %s", what, failed[1].label or "server", tostring(failed[2])), failed[3])
-    end
-    if raised then error(raised, 0) end
-  end
-end
-
--- Boundary keys every `step` rows of a source range.
-function Engine:sample(t, lo, hi, step, st)
-  local rows = q(self.src.c, diff.sample_sql(t.src_ref, t.keycols, lo, hi, math.max(1, math.floor(step))),
-    "sampling chunk boundaries of " .. t.src_label)
-  st.summary_bytes = st.summary_bytes + #rows * 16
-  local out = {}
-  for i, r in ipairs(rows) do
-    local k = {}
-    for j = 1, #t.keycols do k[j] = r[j] end
-    out[i] = k
-  end
-  return out
-end
-
--- Rows of a range into a new batch.
-function Engine:fetch(side, t, lo, hi, st)
-  local c, ref, cols, keys
-  if side == "src" then c, ref, cols, keys = self.src.c, t.src_ref, t.columns, t.keycols
-  elseif side == "old" then c, ref, cols, keys = self.src.c, t.old_ref, t.columns, t.keycols
-  else c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
-  local sql = diff.select_sql(ref, cols, keys, lo, hi)
-  local cur, err, code = c:stream(sql)
-  if not cur then
-    errors.raise_sql(string.format("reading %s from %s failed: %s", side == "sink" and t.dst_label or t.src_label,
-      c.label, tostring(err)), code)
-  end
-  local b = batchlib.new(cols)
-  while true do
-    local n, ferr, fcode, fstate = cur:fetch(b, 100000)
-    if not n then
-      cur:close()
-      errors.raise_sql(string.format("reading %s from %s failed: %s", t.src_label, c.label, tostring(ferr)), fcode, fstate)
-    end
-    if n == 0 then break end
-  end
-  cur:close()
-  st.rows_fetched = st.rows_fetched + b:count()
-  st.bytes_fetched = st.bytes_fetched + b:bytes()
-  return b
-end
-
--- Transform source rows into sink rows (only with transforms).
-function Engine:transform(t, b)
-  local out = batchlib.new(t.out_columns)
-  for i = 1, b:count() do
-    local _, _, row = b:get_named(i)
-    local ok, res = pcall(self.fn, row)
-    if not ok then
-      local e = type(res) == "table" and res or { msg = tostring(res) }
-      errors.raise(string.format("transform %s at %s failed on %s: %s", e.transform or "?", e.where or "?",
-        t.src_label, e.msg))
-    end
-    if res ~= nil then out:add_named("insert", nil, res) end
-  end
-  b:free()
-  return out
-end
-
--- Merge one range: previous state vs current source rows -> out.
-function Engine:merge_range(t, lo, hi, out, st)
-  local t0 = util.mono()
-  local cur = self:fetch("src", t, lo, hi, st)
-  local old
-  if t.old_ref then
-    old = self:fetch("old", t, lo, hi, st)
-  else
-    old = self:fetch("sink", t, lo, hi, st)
-  end
-  if self.fn then
-    cur = self:transform(t, cur)
-    if t.old_ref then old = self:transform(t, old) end
-  end
-  local key = (#t.keycols > 0) and (t.dst_key_idx or t.key_idx) or {}
-  local i, u, d = rowdiff.rows(old, cur, key, out)
-  st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
-  old:free()
-  cur:free()
-  st.t_merge = st.t_merge + (util.mono() - t0)
-end
-
--- A changed range holding `n` current rows: bisect while it is big.
--- tick() runs after each merged range (it may commit a piece).
-function Engine:process_range(t, lo, hi, n, out, st, depth, tick)
-  if #t.keycols > 0 and n > self.leaf_rows and depth < 8 then
-    local bounds = self:sample(t, lo, hi, math.ceil(n / 16), st)
-    if #bounds > 0 then
-      local subs = {}
-      local prev = lo
-      for _, b in ipairs(bounds) do
-        subs[#subs + 1] = { lo = prev, hi = b }
-        prev = b
-      end
-      subs[#subs + 1] = { lo = prev, hi = hi }
-      local a = self:sums("src", t, subs, st)
-      local b
-      if t.old_ref then b = self:sums("old", t, subs, st)
-      elseif t.same_shape then b = self:sums("sink", t, subs, st) end
-      st.bisections = st.bisections + 1
-      for i, r in ipairs(subs) do
-        if not b or a[i].n ~= b[i].n or a[i].s ~= b[i].s then
-          self:process_range(t, r.lo, r.hi, a[i].n, out, st, depth + 1, tick)
-        end
-      end
-      return
-    end
-  end
-  self:merge_range(t, lo, hi, out, st)
-  if tick then tick() end
-end
-
----------------------------------------------------------------------------
--- state
----------------------------------------------------------------------------
-
--- A stored state belongs to (pipeline, source table, sink table), like the
--- watermark: a stream retargeted and back again must never diff one sink table
--- against the object list of another (the rows changed meanwhile were lost).
--- States stored before this by source table alone are not read: a table
--- without a state is compared with the sink itself.
-function Engine:state_id(t)
-  return (self.hooks.state_id and self.hooks.state_id(t)) or (t.src_label .. " -> " .. t.dst_label)
-end
-
-function Engine:read_state(t)
-  self:ensure_state_table()
-  local c = self.sink.c
-  local rows = q(c, "SELECT state FROM " .. self:state_table() .. " WHERE pipeline = '" .. c:escape(self.sink.pipeline) ..
-    "' AND source_table = '" .. c:escape(self:state_id(t)) .. "'", "reading the diff state")
-  if not rows[1] then return nil end
-  local s = diff.decode_state(rows[1][1], t.keycols)
-  if s and s.sig ~= t.diff_sig then return nil end
-  return s
-end
-
--- Write the state, the watermark and the hook's rows in the open transaction.
-function Engine:write_state(t, state, info)
-  local c = self.sink.c
-  self.sink:exec("REPLACE INTO " .. self:state_table() .. " (pipeline, source_table, state, updated_at) VALUES ('" ..
-    c:escape(self.sink.pipeline) .. "', '" .. c:escape(self:state_id(t)) .. "', '" ..
-    c:escape(diff.encode_state(state, t.keycols)) .. "', UTC_TIMESTAMP(6))", "writing the diff state")
-  if not self.hooks.no_watermark then
-    self.sink:set_watermark(t.src_label, t.dst_label, "diff", nil, info)
-  end
-end
-
-function Engine:delete_state(t)
-  self:ensure_state_table()
-  local c = self.sink.c
-  self.sink:exec("DELETE FROM " .. self:state_table() .. " WHERE pipeline = '" .. c:escape(self.sink.pipeline) ..
-    "' AND source_table = '" .. c:escape(self:state_id(t)) .. "'", "deleting the diff state")
-end
-
--- The table's CHECKSUM TABLE in the snapshot, or nil (gate off, MatrixOne,
--- time travel). With gate = "auto" (default) it is skipped after an
--- iteration that found changes (`state.busy`): a table that changes all the
--- time would pay it on top of the chunk sums at every iteration.
-function Engine:gate(t, state)
-  if self.gate_mode == false then return nil end
-  if self.gate_mode == "auto" and state and state.busy then return nil end
-  local c = self.src.c
-  if c.flavour == "matrixone" or t.old_ref then return nil end
-  local rows = c:query("CHECKSUM TABLE " .. schema.qname(t.src_db, t.src_table))
-  local v = rows and rows[1] and rows[1][2]
-  if type(v) ~= "string" then return nil end
-  return v
-end
-
--- Sum a chunk list of the current source (all chunks summed).
-function Engine:sum_list(t, chunks, st)
-  local sums = self:sums("src", t, diff.ranges(chunks), st)
-  local out = {}
-  for i, c in ipairs(chunks) do out[i] = { lo = c.lo, n = sums[i].n, s = sums[i].s } end
-  return out
-end
-
--- A fresh object list of the current source.
-function Engine:baseline(t, st)
-  local bounds = {}
-  if #t.keycols > 0 then bounds = self:sample(t, nil, nil, self.chunk_rows, st) end
-  return self:sum_list(t, diff.from_bounds(bounds), st)
-end
-
--- Split function for rebalance: sample inside the chunk, sum the parts.
-function Engine:splitter(t, list, st)
-  return function(i, c)
-    if #t.keycols == 0 then return { c } end
-    local hi = list[i + 1] and list[i + 1].lo or nil
-    local bounds = self:sample(t, c.lo, hi, self.chunk_rows, st)
-    if #bounds == 0 then return { c } end
-    local parts = { { lo = c.lo } }
-    for _, b in ipairs(bounds) do parts[#parts + 1] = { lo = b } end
-    local ranges = {}
-    for k, p in ipairs(parts) do ranges[k] = { lo = p.lo, hi = parts[k + 1] and parts[k + 1].lo or hi } end
-    local sums = self:sums("src", t, ranges, st)
-    for k, p in ipairs(parts) do p.n, p.s = sums[k].n, sums[k].s end
-    return parts
-  end
 end
 
 local function new_stats(t)
@@ -714,176 +290,6 @@ function Engine:iterate(t, info)
   return st
 end
 
--- System-versioned tables: fetch only the rows whose key changed since state.vlo.
-function Engine:iterate_versioned(t, state, info, st, t0)
-  st.versioned = true
-  return self:iterate_keys(t, state, info, st, t0,
-    diff.versioned_changes_sql(t.src_ref, t.keycols, t.vcols.start, t.vcols.stop, state.vlo))
-end
-
--- Tables with an updateColumn: the rows updated or inserted since state.vlo
--- come from the column (an index range scan); deletes from row counts: once
--- those rows are applied, the sink holds every source row plus the rows
--- deleted since, so equal COUNT(*)s on both sides mean no delete, and
--- otherwise the chunks whose counts differ are merged like changed chunks.
-function Engine:iterate_updated(t, state, info, st, t0)
-  local key_sql = diff.updated_keys_sql(t.src_ref, t.keycols, t.ucol, state.vlo, t.ucol_fsp)
-  st.updated = true
-  return self:iterate_keys(t, state, info, st, t0, key_sql,
-    function(out, apply, tick)
-      apply()
-      local src_n, dst_n = self:count_both(t, { {} }, st)
-      if src_n[1] == dst_n[1] then return end
-      local ranges = diff.ranges(state.chunks)
-      src_n, dst_n = self:count_both(t, ranges, st)
-      for i, r in ipairs(ranges) do
-        if src_n[i] ~= dst_n[i] then
-          st.changed = st.changed + 1
-          self:process_range(t, r.lo, r.hi, src_n[i], out, st, 0, tick)
-        end
-      end
-    end)
-end
-
--- Row counts of ranges on the source (all its connections) and on the sink
--- (its own transaction: it sees what this iteration applied), at the same time.
-function Engine:count_both(t, ranges, st)
-  local t0 = util.mono()
-  local src_n, dst_n = {}, {}
-  local sink_stmts = diff.counts_sql(t.dst_ref, t.dst_keycols, ranges)
-  local conns = { self.src.c }
-  for _, h in ipairs(self.src.helpers_active or {}) do conns[#conns + 1] = h end
-  st.conns = math.max(st.conns, #conns)
-  self.sink:reap()
-  local sc = self.sink.c
-  local ok, err, code = sc:send(sink_stmts[1])
-  if not ok then errors.raise_sql(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(err)), code) end
-  local function take(into)
-    return function(rows) for _, r in ipairs(rows) do into[tonumber(r[1])] = tonumber(r[2]) end end
-  end
-  local sok, serr = pcall(M.run_all, conns, diff.counts_sql(t.src_ref, t.keycols, ranges), "counting " .. t.src_label,
-    take(src_n))
-  local rows, rerr, rcode = sc:reap_query()
-  if not sok then error(serr, 0) end
-  if not rows then errors.raise_sql(string.format("counting %s on %s failed: %s", t.dst_label, sc.label, tostring(rerr)), rcode) end
-  take(dst_n)(rows)
-  for k = 2, #sink_stmts do take(dst_n)(q(sc, sink_stmts[k], "counting " .. t.dst_label)) end
-  st.summary_bytes = st.summary_bytes + 16 * 2 * #ranges
-  st.t_sums = st.t_sums + (util.mono() - t0)
-  return src_n, dst_n
-end
-
--- Key-driven iteration: the keys that may have changed come from `key_sql`
--- (streamed from the source); each slice of them is fetched from both sides
--- and merged. `more(out, apply, tick)`, when given, then adds changes of its own.
--- The state keeps its chunks; its vlo moves to this iteration's. More than
--- updateColumnMaxKeys keys: nil (nothing done; the caller compares chunk sums).
-function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
-  local sink = self.sink
-  st.chunks = #state.chunks
-  local c = self.src.c
-  local cur, err, code, sqlstate = c:stream(key_sql .. " LIMIT " .. (self.max_keys + 1))
-  if not cur then
-    errors.raise_sql(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)),
-      code, sqlstate)
-  end
-  local kb = batchlib.new(t.keycols)
-  while true do
-    local n, ferr, fcode = cur:fetch(kb, 100000)
-    if not n then cur:close() errors.raise_sql(string.format("reading the changes of %s failed: %s", t.src_label, tostring(ferr)), fcode) end
-    if n == 0 then break end
-  end
-  cur:close()
-  if kb:count() > self.max_keys then
-    log.info("%s: more than %d rows changed since the last iteration (updateColumnMaxKeys): comparing chunk sums",
-      t.src_label, self.max_keys)
-    kb:free()
-    st.versioned, st.updated = nil, nil
-    return nil
-  end
-  st.keys = kb:count()
-  if st.versioned then st.changed = kb:count() end
-  st.rows_fetched = st.rows_fetched + kb:count()
-  st.bytes_fetched = st.bytes_fetched + kb:bytes()
-  local out = batchlib.new(t.out_columns)
-  local in_txn = false
-  local key = t.dst_key_idx or t.key_idx
-  local function apply()
-    local ta = util.mono()
-    if out:count() > 0 then
-      if not in_txn then sink:begin() in_txn = true end
-      sink:apply_batch(out, t, "replace")
-      out:clear()
-    end
-    st.t_apply = st.t_apply + (util.mono() - ta)
-  end
-  local function flush(final)
-    apply()
-    local ta = util.mono()
-    if final then
-      if not in_txn then sink:begin() in_txn = true end
-      self:write_state(t, { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo,
-        keyed = true }, info)
-    end
-    if in_txn then
-      self:commit(t, st, final)
-      in_txn = false
-    end
-    st.t_apply = st.t_apply + (util.mono() - ta)
-  end
-  local function tick() if out:count() >= self.batch_rows then flush(false) end end
-  local ok, perr = pcall(function()
-    local per = 2000
-    for first = 1, kb:count(), per do
-      local stop = util.stop_requested() or (self.hooks.should_stop and self.hooks.should_stop())
-      if stop then errors.raise("interrupted; the next iteration continues from the last commit", 130) end
-      local tm = util.mono()
-      local keys = {}
-      for i = first, math.min(first + per - 1, kb:count()) do
-        local _, _, k = kb:get(i)
-        keys[#keys + 1] = k
-      end
-      local function get(side)
-        local cc, ref, cols, kc
-        if side == "src" then cc, ref, cols, kc = c, t.src_ref, t.columns, t.keycols
-        else cc, ref, cols, kc = sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
-        if side == "sink" then sink:reap() end
-        local cu, e2, c2 = cc:stream(diff.keys_sql(ref, cols, kc, keys))
-        if not cu then errors.raise(string.format("reading %s from %s failed: %s", t.src_label, cc.label, tostring(e2)), c2) end
-        local b = batchlib.new(cols)
-        while true do
-          local n, e3, c3 = cu:fetch(b, 100000)
-          if not n then cu:close() errors.raise(string.format("reading %s failed: %s", t.src_label, tostring(e3)), c3) end
-          if n == 0 then break end
-        end
-        cu:close()
-        st.rows_fetched = st.rows_fetched + b:count()
-        st.bytes_fetched = st.bytes_fetched + b:bytes()
-        return b
-      end
-      local new = get("src")
-      local old = get("sink")
-      if self.fn then new = self:transform(t, new) end
-      local i, u, d = rowdiff.rows(old, new, key, out)
-      st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
-      old:free()
-      new:free()
-      st.t_merge = st.t_merge + (util.mono() - tm)
-      tick()
-    end
-    if more then more(out, apply, tick) end
-    flush(true)
-  end)
-  kb:free()
-  out:free()
-  if not ok then
-    if in_txn then sink:rollback() end
-    error(perr, 0)
-  end
-  st.seconds = util.mono() - t0
-  return st
-end
-
 M.Engine = Engine
 
 ---------------------------------------------------------------------------
@@ -939,13 +345,12 @@ end
 -- as soon as they exist, so M.teardown closes them whatever failed.
 -- before_engine(list), when given, runs once the tables are prepared.
 function M.setup(job, ctx, src, opened, need_sql_sink, before_engine)
-  local runner = require("mocdc.pipeline.job")
-  local sink = runner.open_sink(job, ctx.name)
+  local sink = job_mod.open_sink(job, ctx.name)
   opened.sink = sink
   if not sink.apply_batch or not sink.c then errors.raise(need_sql_sink, 2) end
   local dir
-  opened.store, dir = runner.open_store(job, ctx.name)
-  runner.claim(sink, dir, ctx)
+  opened.store, dir = job_mod.open_store(job, ctx.name)
+  job_mod.claim(sink, dir, ctx)
   local opts = {}
   for k, v in pairs(job.stream.source.opts) do opts[k] = v end
   for k, v in pairs(job.opts) do opts[k] = v end
@@ -970,7 +375,6 @@ end
 -- sync once). Returns the summary of the last iteration.
 function M.run(job, ctx, run_opts)
   run_opts = run_opts or {}
-  local snapshot = require("mocdc.source.mysql")
   local so = job.stream.source.opts
   local interval = M.interval(job) or 0
   local src = snapshot.open(so)
