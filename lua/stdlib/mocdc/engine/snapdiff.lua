@@ -46,7 +46,6 @@
 -- engine/snapdiff_keys.lua the key-driven modes and their change bound
 -- (version_lo), engine/snapdiff_state.lua the stored object list, and
 -- engine/snapdiff_sql.lua the SQL.
-local batchlib = require("mocdc.batch")
 local cjson = require("cjson")
 local copy = require("mocdc.engine.copy")
 local diff = require("mocdc.engine.snapdiff_sql")
@@ -176,7 +175,6 @@ end
 function Engine:iterate(t, info)
   local t0 = util.mono()
   local st = new_stats(t)
-  local sink = self.sink
   local state = self:read_state(t)
   if (t.ucol or t.vcols) and not self.version_lo and not self.noted_no_vlo then
     self.noted_no_vlo = true
@@ -204,28 +202,34 @@ function Engine:iterate(t, info)
   local tg = util.mono()
   local gate = self:gate(t, state)
   st.t_gate, st.gate_ran = util.mono() - tg, gate ~= nil
-  local now = util.now()
-  if state and gate and state.gate == gate and now - (state.checked or 0) < self.full_check then
+  if state and gate and state.gate == gate and util.now() - (state.checked or 0) < self.full_check then
     st.gated, st.chunks = true, #state.chunks
-    st.seconds = util.mono() - t0
-    return st
-  end
-  local old_list, cur_list, reconcile
-  if state then
-    old_list = state.chunks
-    cur_list = self:sum_list(t, old_list, st)
   else
-    -- no stored list: compare with what the sink holds
-    reconcile = true
-    cur_list = self:baseline(t, st)
-    if t.old_ref then
-      old_list = self:sums("old", t, diff.ranges(cur_list), st)
-    elseif t.same_shape then
-      old_list = self:sums("sink", t, diff.ranges(cur_list), st)
-    else
-      old_list = {}
-    end
+    self:iterate_chunks(t, state, gate, info, st)
   end
+  st.seconds = util.mono() - t0
+  return st
+end
+
+-- The object lists to compare: the stored one and the source's sums at its
+-- boundaries, or (no stored list) a fresh one and the sink's (or the
+-- time-travel read's) sums at its boundaries. Returns old, cur, reconcile.
+function Engine:chunk_lists(t, state, st)
+  if state then return state.chunks, self:sum_list(t, state.chunks, st), false end
+  local cur_list = self:baseline(t, st)
+  local old_list = {}
+  if t.old_ref then
+    old_list = self:sums("old", t, diff.ranges(cur_list), st)
+  elseif t.same_shape then
+    old_list = self:sums("sink", t, diff.ranges(cur_list), st)
+  end
+  return old_list, cur_list, true
+end
+
+-- Compare the chunk sums and merge the changed chunks, committing every
+-- batchSize changed rows with a list exact for every chunk.
+function Engine:iterate_chunks(t, state, gate, info, st)
+  local old_list, cur_list, reconcile = self:chunk_lists(t, state, st)
   st.chunks = #cur_list
   if #t.keycols == 0 and cur_list[1].n > self.no_key_max and (not old_list[1] or old_list[1].n ~= cur_list[1].n or
       old_list[1].s ~= cur_list[1].s) then
@@ -240,54 +244,31 @@ function Engine:iterate(t, info)
     local o = old_list[i]
     committed[i] = { lo = c.lo, n = o and o.n or -1, s = o and o.s or "" }
   end
-  local out = batchlib.new(t.out_columns)
-  local in_txn = false
-  local function flush(final)
-    local ta = util.mono()
-    if out:count() > 0 then
-      if not in_txn then sink:begin() in_txn = true end
-      sink:apply_batch(out, t, "replace")
-      out:clear()
-    end
+  local txn = state_mod.txn(self, t, st, info)
+  local function state_of(final, in_txn)
     if final then
       local list = diff.rebalance(cur_list, self.chunk_rows, self:splitter(t, cur_list, st))
-      if not in_txn then sink:begin() in_txn = true end
-      self:write_state(t, { sig = t.diff_sig, gate = gate, checked = util.now(), chunks = list,
-        vlo = (t.vcols or t.ucol) and self.version_lo or nil, busy = #changed > 0 }, info)
+      return { sig = t.diff_sig, gate = gate, checked = util.now(), chunks = list,
+        vlo = (t.vcols or t.ucol) and self.version_lo or nil, busy = #changed > 0 }
     elseif in_txn and not reconcile then
-      self:write_state(t, { sig = t.diff_sig, gate = nil, checked = state and state.checked or 0,
-        chunks = committed }, info)
+      return { sig = t.diff_sig, gate = nil, checked = state and state.checked or 0, chunks = committed }
     end
-    if in_txn then
-      self:commit(t, st, final)
-      in_txn = false
-    end
-    st.t_apply = st.t_apply + (util.mono() - ta)
   end
-  local ok, err = pcall(function()
+  local function tick() if txn.out:count() >= self.batch_rows then txn:flush(false, state_of) end end
+  txn:run(function()
     for _, i in ipairs(changed) do
-      local stop = util.stop_requested() or (self.hooks.should_stop and self.hooks.should_stop())
-      if stop then errors.raise("interrupted; the next iteration continues from the last commit", 130) end
+      txn:check_stop()
       local r_hi = cur_list[i + 1] and cur_list[i + 1].lo or nil
       -- a piece committed in the middle of a chunk leaves it "unknown" in the
       -- stored list, so the next iteration processes it again
       committed[i].n, committed[i].s = -1, ""
-      self:process_range(t, cur_list[i].lo, r_hi, cur_list[i].n, out, st, 0, function()
-        if out:count() >= self.batch_rows then flush(false) end
-      end)
+      self:process_range(t, cur_list[i].lo, r_hi, cur_list[i].n, txn.out, st, 0, tick)
       committed[i].n, committed[i].s = cur_list[i].n, cur_list[i].s
-      if out:count() >= self.batch_rows then flush(false) end
+      tick()
     end
-    flush(true)
+    txn:flush(true, state_of)
   end)
-  out:free()
-  if not ok then
-    if in_txn then sink:rollback() end
-    error(err, 0)
-  end
-  st.reconciled = reconcile or false
-  st.seconds = util.mono() - t0
-  return st
+  st.reconciled = reconcile
 end
 
 M.Engine = Engine
@@ -370,18 +351,62 @@ function M.teardown(src, opened)
   if opened.store then opened.store:close() end
 end
 
+-- A source table still as the pipeline found it, or one line saying what changed.
+local function check_columns(c, t)
+  local same, now = same_columns(c, t)
+  if not same and #now == 0 and not schema.table_exists(c, t.src_db, t.src_table) then
+    errors.raise(string.format("source table %s no longer exists (dropped or renamed) since the pipeline " ..
+      "started; take it out of the selection, or re-create it, and restart the pipeline", t.src_label), 2)
+  end
+  if not same then
+    errors.raise(string.format("source table %s changed its columns since the pipeline started; restart " ..
+      "the pipeline (the sink table must be altered to match first)", t.src_label), 2)
+  end
+end
+
+-- One table in the iteration's snapshot: its full copy when not copied yet,
+-- else one diff iteration. r: {job, src, sink, store, eng}. Returns its summary.
+local function sync_table(r, t, info)
+  local sink, eng = r.sink, r.eng
+  check_columns(r.src.c, t)
+  local wm = sink:read_watermark(t.src_label, t.dst_label)
+  if not wm or wm.phase == "full" then
+    local fresh = wm == nil
+    local cctx = copy.context(r.src, sink, r.store, r.job.stream.transforms, r.job.stream.source.opts,
+      { position = info, final_phase = "diff" })
+    local n, el = copy.copy_table(cctx, t)
+    log.info("copied %s -> %s: %s rows in %.2f s", t.src_label, t.dst_label, progress.fmt_int(n), el)
+    if fresh then
+      -- same snapshot as the copy: the list describes exactly what the sink holds
+      eng:store_baseline(t, info)
+    else
+      eng:delete_state(t)
+    end
+    return { src = t.src_label, dst = t.dst_label, rows = n, seconds = el, full = true }
+  end
+  local st = eng:iterate(t, info)
+  local n = st.inserts + st.updates + st.deletes
+  if st.gated or n == 0 then
+    log.debug("diff %s -> %s: %s in %.3f s", t.src_label, t.dst_label, describe(st), st.seconds)
+  else
+    log.info("diff %s -> %s: %s in %.2f s", t.src_label, t.dst_label, describe(st), st.seconds)
+  end
+  log.debug("diff %s: %s", t.src_label, M.timings(st))
+  return { src = t.src_label, dst = t.dst_label, rows = n, seconds = st.seconds, skipped = n == 0, stats = st }
+end
+
 -- run(job, ctx, run_opts): full copy of tables not copied yet, then one diff
 -- iteration every `duration` seconds (run_opts.once: until the sink is in
 -- sync once). Returns the summary of the last iteration.
 function M.run(job, ctx, run_opts)
   run_opts = run_opts or {}
-  local so = job.stream.source.opts
   local interval = M.interval(job) or 0
-  local src = snapshot.open(so)
+  local src = snapshot.open(job.stream.source.opts)
   local opened = {}
   local ok, res = pcall(function()
     local sink, store, list, eng = M.setup(job, ctx, src, opened,
       "snapshot diffing needs a mysql:// sink: it reads the sink's rows as the previous state")
+    local r = { job = job, src = src, sink = sink, store = store, eng = eng }
     local iteration = 0
     local summary
     -- tables diffed by their history or updateColumn need the change-scan bound
@@ -395,40 +420,7 @@ function M.run(job, ctx, run_opts)
       summary = {}
       local info = { iteration = iteration, at = log.timestamp() }
       for _, t in ipairs(list) do
-        local same, now = same_columns(src.c, t)
-        if not same and #now == 0 and not schema.table_exists(src.c, t.src_db, t.src_table) then
-          errors.raise(string.format("source table %s no longer exists (dropped or renamed) since the pipeline " ..
-            "started; take it out of the selection, or re-create it, and restart the pipeline", t.src_label), 2)
-        end
-        if not same then
-          errors.raise(string.format("source table %s changed its columns since the pipeline started; restart " ..
-            "the pipeline (the sink table must be altered to match first)", t.src_label), 2)
-        end
-        local wm = sink:read_watermark(t.src_label, t.dst_label)
-        if not wm or wm.phase == "full" then
-          local fresh = wm == nil
-          local cctx = copy.context(src, sink, store, job.stream.transforms, so, { position = info, final_phase = "diff" })
-          local n, el = copy.copy_table(cctx, t)
-          log.info("copied %s -> %s: %s rows in %.2f s", t.src_label, t.dst_label, progress.fmt_int(n), el)
-          if fresh then
-            -- same snapshot as the copy: the list describes exactly what the sink holds
-            eng:store_baseline(t, info)
-          else
-            eng:delete_state(t)
-          end
-          summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = el, full = true }
-        else
-          local st = eng:iterate(t, info)
-          local n = st.inserts + st.updates + st.deletes
-          if st.gated or n == 0 then
-            log.debug("diff %s -> %s: %s in %.3f s", t.src_label, t.dst_label, describe(st), st.seconds)
-          else
-            log.info("diff %s -> %s: %s in %.2f s", t.src_label, t.dst_label, describe(st), st.seconds)
-          end
-          log.debug("diff %s: %s", t.src_label, M.timings(st))
-          summary[#summary + 1] = { src = t.src_label, dst = t.dst_label, rows = n, seconds = st.seconds,
-            skipped = n == 0, stats = st }
-        end
+        summary[#summary + 1] = sync_table(r, t, info)
         store:set("table/" .. t.src_label, cjson.encode({ phase = "diff", iteration = iteration }))
       end
       src:end_snapshot()

@@ -3,13 +3,13 @@
 -- the last iteration's change bound (version_lo), so only those rows are
 -- fetched and merged; the chunk sums of engine/snapdiff_ranges.lua remain the
 -- full check. The Engine methods are installed by engine/snapdiff.lua.
-local batchlib = require("mocdc.batch")
 local diff = require("mocdc.engine.snapdiff_sql")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local rowdiff = require("mocdc.rowdiff")
 local schema = require("mocdc.schema")
 local sranges = require("mocdc.engine.snapdiff_ranges")
+local state_mod = require("mocdc.engine.snapdiff_state")
 local util = require("mocdc.util.lib")
 
 local q, run_all = sranges.q, sranges.run_all
@@ -198,113 +198,67 @@ function Engine:count_both(t, ranges, st)
   return src_n, dst_n
 end
 
--- Key-driven iteration: the keys that may have changed come from `key_sql`
--- (streamed from the source); each slice of them is fetched from both sides
--- and merged. `more(out, apply, tick)`, when given, then adds changes of its own.
--- The state keeps its chunks; its vlo moves to this iteration's. More than
--- updateColumnMaxKeys keys: nil (nothing done; the caller compares chunk sums).
-function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
-  local sink = self.sink
-  st.chunks = #state.chunks
-  local c = self.src.c
-  local cur, err, code, sqlstate = c:stream(key_sql .. " LIMIT " .. (self.max_keys + 1))
-  if not cur then
-    errors.raise_sql(string.format("reading the changes of %s from %s failed: %s", t.src_label, c.label, tostring(err)),
-      code, sqlstate)
-  end
-  local kb = batchlib.new(t.keycols)
-  while true do
-    local n, ferr, fcode = cur:fetch(kb, 100000)
-    if not n then cur:close() errors.raise_sql(string.format("reading the changes of %s failed: %s", t.src_label, tostring(ferr)), fcode) end
-    if n == 0 then break end
-  end
-  cur:close()
+-- The keys that may have changed (`key_sql`, streamed from the source) in a
+-- batch, or nil (freed, logged) when there are more than updateColumnMaxKeys.
+function Engine:changed_keys(t, key_sql, st)
+  local kb = sranges.drain(self.src.c, key_sql .. " LIMIT " .. (self.max_keys + 1), t.keycols,
+    "reading the changes of " .. t.src_label)
   if kb:count() > self.max_keys then
     log.info("%s: more than %d rows changed since the last iteration (updateColumnMaxKeys): comparing chunk sums",
       t.src_label, self.max_keys)
     kb:free()
-    st.versioned, st.updated = nil, nil
     return nil
   end
   st.keys = kb:count()
-  if st.versioned then st.changed = kb:count() end
   st.rows_fetched = st.rows_fetched + kb:count()
   st.bytes_fetched = st.bytes_fetched + kb:bytes()
-  local out = batchlib.new(t.out_columns)
-  local in_txn = false
+  return kb
+end
+
+-- Key-driven iteration: the keys that may have changed come from `key_sql`;
+-- each slice of them is fetched from both sides and merged. `more(out, apply,
+-- tick)`, when given, then adds changes of its own. The state keeps its
+-- chunks; its vlo moves to this iteration's. More than updateColumnMaxKeys
+-- keys: nil (nothing done; the caller compares chunk sums).
+function Engine:iterate_keys(t, state, info, st, t0, key_sql, more)
+  st.chunks = #state.chunks
+  local kb = self:changed_keys(t, key_sql, st)
+  if not kb then
+    st.versioned, st.updated = nil, nil
+    return nil
+  end
+  if st.versioned then st.changed = kb:count() end
+  local txn = state_mod.txn(self, t, st, info)
   local key = t.dst_key_idx or t.key_idx
-  local function apply()
-    local ta = util.mono()
-    if out:count() > 0 then
-      if not in_txn then sink:begin() in_txn = true end
-      sink:apply_batch(out, t, "replace")
-      out:clear()
-    end
-    st.t_apply = st.t_apply + (util.mono() - ta)
-  end
-  local function flush(final)
-    apply()
-    local ta = util.mono()
+  local function state_of(final)
     if final then
-      if not in_txn then sink:begin() in_txn = true end
-      self:write_state(t, { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo,
-        keyed = true }, info)
+      return { sig = t.diff_sig, checked = state.checked, chunks = state.chunks, vlo = self.version_lo, keyed = true }
     end
-    if in_txn then
-      self:commit(t, st, final)
-      in_txn = false
-    end
-    st.t_apply = st.t_apply + (util.mono() - ta)
   end
-  local function tick() if out:count() >= self.batch_rows then flush(false) end end
-  local ok, perr = pcall(function()
+  local function tick() if txn.out:count() >= self.batch_rows then txn:flush(false, state_of) end end
+  txn:run(function()
     local per = 2000
     for first = 1, kb:count(), per do
-      local stop = util.stop_requested() or (self.hooks.should_stop and self.hooks.should_stop())
-      if stop then errors.raise("interrupted; the next iteration continues from the last commit", 130) end
+      txn:check_stop()
       local tm = util.mono()
       local keys = {}
       for i = first, math.min(first + per - 1, kb:count()) do
         local _, _, k = kb:get(i)
         keys[#keys + 1] = k
       end
-      local function get(side)
-        local cc, ref, cols, kc
-        if side == "src" then cc, ref, cols, kc = c, t.src_ref, t.columns, t.keycols
-        else cc, ref, cols, kc = sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
-        if side == "sink" then sink:reap() end
-        local cu, e2, c2 = cc:stream(diff.keys_sql(ref, cols, kc, keys))
-        if not cu then errors.raise(string.format("reading %s from %s failed: %s", t.src_label, cc.label, tostring(e2)), c2) end
-        local b = batchlib.new(cols)
-        while true do
-          local n, e3, c3 = cu:fetch(b, 100000)
-          if not n then cu:close() errors.raise(string.format("reading %s failed: %s", t.src_label, tostring(e3)), c3) end
-          if n == 0 then break end
-        end
-        cu:close()
-        st.rows_fetched = st.rows_fetched + b:count()
-        st.bytes_fetched = st.bytes_fetched + b:bytes()
-        return b
-      end
-      local new = get("src")
-      local old = get("sink")
+      local new = self:read("src", t, st, diff.keys_sql, keys)
+      local old = self:read("sink", t, st, diff.keys_sql, keys)
       if self.fn then new = self:transform(t, new) end
-      local i, u, d = rowdiff.rows(old, new, key, out)
+      local i, u, d = rowdiff.rows(old, new, key, txn.out)
       st.inserts, st.updates, st.deletes = st.inserts + i, st.updates + u, st.deletes + d
       old:free()
       new:free()
       st.t_merge = st.t_merge + (util.mono() - tm)
       tick()
     end
-    if more then more(out, apply, tick) end
-    flush(true)
-  end)
-  kb:free()
-  out:free()
-  if not ok then
-    if in_txn then sink:rollback() end
-    error(perr, 0)
-  end
+    if more then more(txn.out, function() txn:apply() end, tick) end
+    txn:flush(true, state_of)
+  end, kb)
   st.seconds = util.mono() - t0
   return st
 end

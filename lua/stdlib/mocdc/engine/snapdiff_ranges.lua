@@ -44,17 +44,19 @@ function M.q(c, sql, what)
   return rows
 end
 
--- Sums of ranges on the source ("src") or on the sink ("sink"); array of {n=, s=}.
+-- The connection, table reference, columns and key columns of a side: the
+-- source ("src"), its time-travel read of the previous state ("old") or the
+-- sink ("sink").
+function Engine:side(side, t)
+  if side == "src" then return self.src.c, t.src_ref, t.columns, t.keycols end
+  if side == "old" then return self.src.c, t.old_ref, t.columns, t.keycols end
+  return self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols
+end
+
+-- Sums of ranges on a side; array of {n=, s=}.
 function Engine:sums(side, t, ranges, st)
   if #ranges == 0 then return {} end
-  local c, ref, cols, keys
-  if side == "src" then
-    c, ref, cols, keys = self.src.c, t.src_ref, t.columns, t.keycols
-  elseif side == "old" then
-    c, ref, cols, keys = self.src.c, t.old_ref, t.columns, t.keycols
-  else
-    c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols
-  end
+  local c, ref, cols, keys = self:side(side, t)
   local out = {}
   local conns = { c }
   if side == "src" then
@@ -129,31 +131,40 @@ function Engine:sample(t, lo, hi, step, st)
   return out
 end
 
--- Rows of a range into a new batch.
-function Engine:fetch(side, t, lo, hi, st)
-  local c, ref, cols, keys
-  if side == "src" then c, ref, cols, keys = self.src.c, t.src_ref, t.columns, t.keycols
-  elseif side == "old" then c, ref, cols, keys = self.src.c, t.old_ref, t.columns, t.keycols
-  else c, ref, cols, keys = self.sink.c, t.dst_ref, t.out_columns, t.dst_keycols end
-  local sql = diff.select_sql(ref, cols, keys, lo, hi)
-  local cur, err, code = c:stream(sql)
+-- The rows of `sql` on c streamed into a new batch of `cols`; a failure
+-- raises "<what> from <server> failed: ..." with its errno and sqlstate.
+function M.drain(c, sql, cols, what)
+  local cur, err, code, sqlstate = c:stream(sql)
   if not cur then
-    errors.raise_sql(string.format("reading %s from %s failed: %s", side == "sink" and t.dst_label or t.src_label,
-      c.label, tostring(err)), code)
+    errors.raise_sql(string.format("%s from %s failed: %s", what, c.label, tostring(err)), code, sqlstate)
   end
   local b = batchlib.new(cols)
   while true do
     local n, ferr, fcode, fstate = cur:fetch(b, 100000)
     if not n then
       cur:close()
-      errors.raise_sql(string.format("reading %s from %s failed: %s", t.src_label, c.label, tostring(ferr)), fcode, fstate)
+      b:free()
+      errors.raise_sql(string.format("%s from %s failed: %s", what, c.label, tostring(ferr)), fcode, fstate)
     end
     if n == 0 then break end
   end
   cur:close()
+  return b
+end
+
+-- Rows of a side into a new batch: the statement sqlf(ref, cols, keys, ...).
+function Engine:read(side, t, st, sqlf, ...)
+  local c, ref, cols, keys = self:side(side, t)
+  if side == "sink" then self.sink:reap() end
+  local b = M.drain(c, sqlf(ref, cols, keys, ...), cols, "reading " .. (side == "sink" and t.dst_label or t.src_label))
   st.rows_fetched = st.rows_fetched + b:count()
   st.bytes_fetched = st.bytes_fetched + b:bytes()
   return b
+end
+
+-- Rows of a range into a new batch.
+function Engine:fetch(side, t, lo, hi, st)
+  return self:read(side, t, st, diff.select_sql, lo, hi)
 end
 
 -- Transform source rows into sink rows (only with transforms).

@@ -4,9 +4,12 @@
 -- diff_state table beside the watermark, both written in the sink transaction
 -- that applies the iteration's rows. The Engine methods are installed by
 -- engine/snapdiff.lua.
+local batchlib = require("mocdc.batch")
 local diff = require("mocdc.engine.snapdiff_sql")
+local errors = require("mocdc.errors")
 local q = require("mocdc.engine.snapdiff_ranges").q
 local schema = require("mocdc.schema")
+local util = require("mocdc.util.lib")
 
 local M = {}
 local Engine = {}
@@ -71,6 +74,73 @@ function Engine:commit(t, st, final)
   if self.hooks.before_commit then self.hooks.before_commit(t, st, final) end
   self.sink:commit()
   st.commits = st.commits + 1
+end
+
+-- The sink side of one iteration of a table (chunk sums or key-driven): the
+-- changed rows gathered in `out`, applied in a sink transaction begun on the
+-- first write and committed with the state every batchSize rows and at the end.
+local Txn = {}
+Txn.__index = Txn
+
+function M.txn(eng, t, st, info)
+  return setmetatable({ eng = eng, sink = eng.sink, t = t, st = st, info = info,
+    out = batchlib.new(t.out_columns), in_txn = false }, Txn)
+end
+
+function Txn:begin()
+  if not self.in_txn then self.sink:begin() self.in_txn = true end
+end
+
+local function apply_out(self)
+  if self.out:count() > 0 then
+    self:begin()
+    self.sink:apply_batch(self.out, self.t, "replace")
+    self.out:clear()
+  end
+end
+
+-- Apply the gathered rows inside the transaction, without committing.
+function Txn:apply()
+  local ta = util.mono()
+  apply_out(self)
+  self.st.t_apply = self.st.t_apply + (util.mono() - ta)
+end
+
+-- Apply the gathered rows, write state_of(final, in_txn) (the state to store,
+-- or nil) and commit. final: the iteration's last commit.
+function Txn:flush(final, state_of)
+  local ta = util.mono()
+  apply_out(self)
+  local state = state_of(final, self.in_txn)
+  if state then
+    self:begin()
+    self.eng:write_state(self.t, state, self.info)
+  end
+  if self.in_txn then
+    self.eng:commit(self.t, self.st, final)
+    self.in_txn = false
+  end
+  self.st.t_apply = self.st.t_apply + (util.mono() - ta)
+end
+
+-- A stop asked for (a signal, the job's should_stop): raise between pieces.
+function Txn:check_stop()
+  local hooks = self.eng.hooks
+  if util.stop_requested() or (hooks.should_stop and hooks.should_stop()) then
+    errors.raise("interrupted; the next iteration continues from the last commit", 130)
+  end
+end
+
+-- Run body(); whatever happens `out` (and `also`, a batch, when given) is
+-- freed, and on an error the open transaction is rolled back.
+function Txn:run(body, also)
+  local ok, err = pcall(body)
+  if also then also:free() end
+  self.out:free()
+  if not ok then
+    if self.in_txn then self.sink:rollback() end
+    error(err, 0)
+  end
 end
 
 return M
