@@ -216,6 +216,45 @@ static int l_peak_rss_kb(lua_State *L) {
   return 1;
 }
 
+/* hex(bytes) -> lower-case hex text; unhex(text) -> bytes, or nil, msg on an odd length or
+ * a non-hex digit. The one hex rule of the Lua layer (watermark keys, diff state, the
+ * file sink's binary values). */
+static int l_hex(lua_State *L) {
+  static const char dig[] = "0123456789abcdef";
+  size_t n;
+  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n; i++) {
+    luaL_addchar(&b, dig[s[i] >> 4]);
+    luaL_addchar(&b, dig[s[i] & 15]);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static int l_unhex(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  if (n % 2) return mocdc_push_fail(L, "unhex: odd number of hex digits", 0, NULL);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n; i += 2) {
+    int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+    if (hi < 0 || lo < 0) return mocdc_push_fail(L, "unhex: not a hex digit", 0, NULL);
+    luaL_addchar(&b, (char)(hi << 4 | lo));
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
 /* lock(path, holder): an exclusive flock(2) on path (created 0644, close-on-exec
  * so spawned children never hold it), without waiting. On success the file's
  * content becomes `holder` (who holds it, for the error of the next one) and a
@@ -274,7 +313,8 @@ int luaopen_mocdc_util_lib(lua_State *L) {
       {"kill", l_kill},         {"spawn", l_spawn},
       {"truncate", l_truncate}, {"file_size", l_file_size},
       {"exe_path", l_exe_path}, {"peak_rss_kb", l_peak_rss_kb},
-      {"lock", l_lock},
+      {"lock", l_lock},         {"hex", l_hex},
+      {"unhex", l_unhex},
       {NULL, NULL}};
   static const luaL_Reg lock_methods[] = {{"close", l_lock_close}, {NULL, NULL}};
   mocdc_class(L, LOCK_MT, lock_methods, l_lock_close, l_lock_tostring);

@@ -13,6 +13,8 @@
 set -u -o pipefail
 # the specs must run the Lua compiled into the binary, not a development copy on disk
 unset MOCDC_LUA_PATH
+# table records refuse fields mocdc.pipeline.table does not declare (see that module)
+export MOCDC_STRICT=1
 MOCDC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$MOCDC_ROOT" || exit 1
 

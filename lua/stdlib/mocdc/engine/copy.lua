@@ -61,9 +61,7 @@ end
 function M.encode_key(key)
   if not key then return nil end
   local hex = {}
-  for i, v in ipairs(key) do
-    hex[i] = tostring(v):gsub(".", function(c) return string.format("%02x", c:byte()) end)
-  end
+  for i, v in ipairs(key) do hex[i] = util.hex(tostring(v)) end
   return { hex = hex }
 end
 
@@ -71,7 +69,8 @@ function M.decode_key(k)
   if type(k) ~= "table" or type(k.hex) ~= "table" then return nil end
   local out = {}
   for i, h in ipairs(k.hex) do
-    out[i] = h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)
+    out[i] = util.unhex(h)
+    if not out[i] then return nil end
   end
   return out
 end

@@ -25,6 +25,7 @@
 local cjson = require("cjson")
 local rowdiff = require("mocdc.rowdiff")
 local sqlbuild = require("mocdc.sqlbuild.lib")
+local util = require("mocdc.util.lib")
 
 local M = {}
 
@@ -300,8 +301,7 @@ function M.rebalance(chunks, target, split_fn)
   return merged
 end
 
-local function hex(s) return (s:gsub(".", function(ch) return string.format("%02x", ch:byte()) end)) end
-local function unhex(s) return (s:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)) end
+local hex, unhex = util.hex, util.unhex
 
 local function enc_key(keycols, k)
   if not k then return cjson.null end

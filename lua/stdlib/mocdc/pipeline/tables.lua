@@ -6,6 +6,7 @@
 local errors = require("mocdc.errors")
 local regex = require("mocdc.regex")
 local schema = require("mocdc.schema")
+local record = require("mocdc.pipeline.table")
 local M = {}
 
 local function split(s, sep)
@@ -89,7 +90,7 @@ function M.resolve(c, o, label)
     if seen[key] then return end
     if f.exclude and f.exclude:find(key) then return end
     seen[key] = true
-    out[#out + 1] = { src_db = sdb, src_table = st, dst_db = ddb, dst_table = dt }
+    out[#out + 1] = record.new({ src_db = sdb, src_table = st, dst_db = ddb, dst_table = dt })
   end
   local target = o.target
   local function dst_of(db, t, ddb, dt)

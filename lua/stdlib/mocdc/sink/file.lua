@@ -19,9 +19,7 @@ local M = {}
 local Sink = {}
 Sink.__index = Sink
 
-local function hex(s)
-  return "0x" .. s:gsub(".", function(c) return string.format("%02x", c:byte()) end)
-end
+local function hex(s) return "0x" .. util.hex(s) end
 
 function M.open(target, o)
   local tmpl = target:match("^file://(/.*)$")

@@ -5,6 +5,7 @@ local conn = require("mocdc.conn")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
 local schema = require("mocdc.schema")
+local sqlbuild = require("mocdc.sqlbuild.lib")
 local tables = require("mocdc.pipeline.tables")
 local util = require("mocdc.util.lib")
 
@@ -191,34 +192,36 @@ function Src:end_snapshot()
   self.helpers_active = {}
 end
 
+-- Fill a table record's description from the server: written columns (generated ones apart), the
+-- key (primary key, else the id_cols list "a,b"), SHOW CREATE TABLE and the row estimate.
+function M.describe(c, t, id_cols)
+  t.src_label = t.src_db .. "." .. t.src_table
+  t.columns, t.generated, t.generated_set = schema.split_generated(schema.columns(c, t.src_db, t.src_table))
+  t.key = schema.primary_key(c, t.src_db, t.src_table)
+  if id_cols and #t.key == 0 then
+    t.key, t.key_from_idcols = {}, true
+    for name in tostring(id_cols):gmatch("[^,%s]+") do t.key[#t.key + 1] = name end
+  end
+  t.key_idx = {}
+  for _, k in ipairs(t.key) do
+    local found
+    for i, col in ipairs(t.columns) do if col.name:lower() == k:lower() then found = i end end
+    if not found then
+      errors.raise(string.format("key column '%s' is not a column of %s (check idCols)", k, t.src_label), 2)
+    end
+    t.key_idx[#t.key_idx + 1] = found
+  end
+  t.create_sql = schema.show_create(c, t.src_db, t.src_table)
+  local est = c:query("SELECT table_rows FROM information_schema.tables WHERE table_schema = '" ..
+    c:escape(t.src_db) .. "' AND table_name = '" .. c:escape(t.src_table) .. "'")
+  t.estimated_rows = est and est[1] and tonumber(est[1][1]) or nil
+  return t
+end
+
 -- Resolve the selection and read every table's metadata (validates up front).
 function Src:tables()
   local list = tables.resolve(self.c, self.o, self.c.label)
-  for _, t in ipairs(list) do
-    t.src_label = t.src_db .. "." .. t.src_table
-    local copy
-    -- generated columns are never written (the sink computes them)
-    copy, t.generated, t.generated_set = schema.split_generated(schema.columns(self.c, t.src_db, t.src_table))
-    t.columns = copy
-    t.key = schema.primary_key(self.c, t.src_db, t.src_table)
-    if self.o.idCols and #t.key == 0 then
-      t.key, t.key_from_idcols = {}, true
-      for name in tostring(self.o.idCols):gmatch("[^,%s]+") do t.key[#t.key + 1] = name end
-    end
-    t.key_idx = {}
-    for _, k in ipairs(t.key) do
-      local found
-      for i, col in ipairs(copy) do if col.name:lower() == k:lower() then found = i end end
-      if not found then
-        errors.raise(string.format("key column '%s' is not a column of %s (check idCols)", k, t.src_label), 2)
-      end
-      t.key_idx[#t.key_idx + 1] = found
-    end
-    t.create_sql = schema.show_create(self.c, t.src_db, t.src_table)
-    local est = self.c:query("SELECT table_rows FROM information_schema.tables WHERE table_schema = '" ..
-      self.c:escape(t.src_db) .. "' AND table_name = '" .. self.c:escape(t.src_table) .. "'")
-    t.estimated_rows = est and est[1] and tonumber(est[1][1]) or nil
-  end
+  for _, t in ipairs(list) do M.describe(self.c, t, self.o.idCols) end
   return list
 end
 
@@ -239,12 +242,8 @@ function Src:select_sql(t, after_key)
         local ands = {}
         for j = 1, i do
           local col = t.columns[t.key_idx[j]]
-          local v = after_key[j]
-          local lit
-          if col.class == "num" then lit = tostring(v) elseif col.class == "bin" or col.class == "bit" then
-            lit = "X'" .. (tostring(v):gsub(".", function(ch) return string.format("%02X", ch:byte()) end)) .. "'"
-          else lit = "'" .. self.c:escape(v) .. "'" end
-          ands[#ands + 1] = schema.qi(col.name) .. (j == i and " > " or " = ") .. lit
+          ands[#ands + 1] = schema.qi(col.name) .. (j == i and " > " or " = ") ..
+            sqlbuild.quote_value(col.class, after_key[j])
         end
         ors[#ors + 1] = "(" .. table.concat(ands, " AND ") .. ")"
       end
