@@ -42,6 +42,63 @@ local function start_snapshot(c)
   return true
 end
 
+-- The locker connection and n helper connections, opened once and kept; why they cannot be (or nil).
+function Src:open_helpers(n)
+  self.helper_conns = self.helper_conns or {}
+  local function open()
+    local c, err = conn.open(self.uri, { role = "source", password = self.o.password,
+      read_timeout = self.o.readTimeout, connect_timeout = self.o.connectTimeout })
+    return c, err
+  end
+  if self.locker and not self.locker:ping() then
+    self.locker:close() -- dropped by the server (wait_timeout below) between iterations
+    self.locker = nil
+  end
+  if not self.locker then
+    local c, err = open()
+    if not c then return err end
+    -- wait_timeout: if mocdc stalls while holding the lock (stopped, cut
+    -- off), the server drops this connection, and the lock with it, in 5 s
+    local ok, e2 = c:exec("SET SESSION lock_wait_timeout = 1, wait_timeout = 5")
+    if not ok then
+      c:close()
+      return e2
+    end
+    self.locker = c
+  end
+  while #self.helper_conns < n do
+    local c, err = open()
+    if not c then return err end
+    self.helper_conns[#self.helper_conns + 1] = c
+  end
+end
+
+-- LOCK TABLES ... READ on the locker, so every connection's snapshot starts at the same point;
+-- why it cannot be taken (or nil).
+function Src:lock_for_helpers(list, n)
+  local mariadb = self.c.flavour == "mariadb"
+  local names = {}
+  for i, t in ipairs(list) do names[i] = schema.qname(t.src_db, t.src_table) .. " READ" end
+  local sql = "LOCK TABLES " .. table.concat(names, ", ") .. (mariadb and " NOWAIT" or "")
+  local ok, err, code
+  for attempt = 1, mariadb and 3 or 1 do
+    ok, err, code = self.locker:exec(sql)
+    if ok or (code ~= 1205 and code ~= 1213) then break end
+    if attempt < 3 then util.sleep(0.02) end
+  end
+  if ok then return nil end
+  self.locker:close() -- reopened next time (it may be the connection that failed)
+  self.locker = nil
+  if code == 1044 or code == 1142 or code == 1227 then
+    return "LOCK TABLES ... READ is not allowed (" .. tostring(err) .. "); to checksum on " .. (n + 1) ..
+      " connections grant the source user LOCK TABLES on these tables (or set checksumParallel = 1)"
+  elseif code == 1205 or code == 1213 then
+    return "a write transaction is open on one of the tables, so their snapshots could differ (LOCK TABLES ... " ..
+      "READ: " .. tostring(err) .. ")"
+  end
+  return "LOCK TABLES ... READ failed: " .. tostring(err)
+end
+
 -- Helper connections reading the SAME snapshot as self.c (parallel chunk
 -- checksums, mocdc.engine.snapdiff). MariaDB and MySQL cannot share a snapshot
 -- between connections, so every one starts its own while a third
@@ -59,56 +116,8 @@ end
 function Src:start_helpers(n, list)
   self.helpers_active = {}
   if n <= 0 or #list == 0 or self.c.flavour == "matrixone" then return self.helpers_active end
-  self.helper_conns = self.helper_conns or {}
-  local function open()
-    local c, err = conn.open(self.uri, { role = "source", password = self.o.password,
-      read_timeout = self.o.readTimeout, connect_timeout = self.o.connectTimeout })
-    return c, err
-  end
-  local mariadb = self.c.flavour == "mariadb"
-  local why
-  if self.locker and not self.locker:ping() then
-    self.locker:close() -- dropped by the server (wait_timeout below) between iterations
-    self.locker = nil
-  end
-  if not self.locker then
-    local c, err = open()
-    if c then
-      -- wait_timeout: if mocdc stalls while holding the lock (stopped, cut
-      -- off), the server drops this connection, and the lock with it, in 5 s
-      local ok, e2 = c:exec("SET SESSION lock_wait_timeout = 1, wait_timeout = 5")
-      if ok then self.locker = c else why = e2 c:close() end
-    else why = err end
-  end
-  while not why and #self.helper_conns < n do
-    local c, err = open()
-    if not c then why = err break end
-    self.helper_conns[#self.helper_conns + 1] = c
-  end
-  if not why then
-    local names = {}
-    for i, t in ipairs(list) do names[i] = schema.qname(t.src_db, t.src_table) .. " READ" end
-    local sql = "LOCK TABLES " .. table.concat(names, ", ") .. (mariadb and " NOWAIT" or "")
-    local ok, err, code
-    for attempt = 1, mariadb and 3 or 1 do
-      ok, err, code = self.locker:exec(sql)
-      if ok or (code ~= 1205 and code ~= 1213) then break end
-      if attempt < 3 then util.sleep(0.02) end
-    end
-    if not ok then
-      if code == 1044 or code == 1142 or code == 1227 then
-        why = "LOCK TABLES ... READ is not allowed (" .. tostring(err) .. "); to checksum on " .. (n + 1) ..
-          " connections grant the source user LOCK TABLES on these tables (or set checksumParallel = 1)"
-      elseif code == 1205 or code == 1213 then
-        why = "a write transaction is open on one of the tables, so their snapshots could differ (LOCK TABLES ... " ..
-          "READ: " .. tostring(err) .. ")"
-      else
-        why = "LOCK TABLES ... READ failed: " .. tostring(err)
-      end
-      self.locker:close() -- reopened next time (it may be the connection that failed)
-      self.locker = nil
-    end
-  end
+  local why = self:open_helpers(n)
+  if not why then why = self:lock_for_helpers(list, n) end
   if why then
     if self.helper_note ~= why then
       log.info("source %s: chunk checksums on one connection this iteration: %s", self.c.label, tostring(why))
