@@ -24,6 +24,7 @@ local copy = require("mocdc.engine.copy")
 local diffsrc = require("mocdc.engine.snapdiff")
 local errors = require("mocdc.errors")
 local log = require("mocdc.log")
+local job_mod = require("mocdc.pipeline.job")
 local options = require("mocdc.pipeline.options")
 local progress = require("mocdc.progress")
 local schema = require("mocdc.schema")
@@ -445,14 +446,9 @@ function M.run(job, ctx, run_opts)
       for _, name in ipairs(src:list_snapshots(prefix)) do
         if not keep[name] then src:drop_snapshot(name) end
       end
-      if ctx.on_iteration then ctx.on_iteration(summary, iteration) end
-      if run_opts.once or (interval <= 0 and not run_opts.iterations) then break end
-      if run_opts.iterations and iteration >= run_opts.iterations then break end
-      local wait = interval - (util.mono() - started)
-      if wait > 0 and not util.sleep(wait) then
-        errors.raise("interrupted between iterations; the next run continues from the last snapshot", 130)
+      if not job_mod.next_iteration(ctx, run_opts, summary, iteration, interval, started, "the last snapshot") then
+        break
       end
-      if util.stop_requested() or (ctx.should_stop and ctx.should_stop()) then break end
     end
     return summary
   end)

@@ -424,14 +424,9 @@ function M.run(job, ctx, run_opts)
         store:set("table/" .. t.src_label, cjson.encode({ phase = "diff", iteration = iteration }))
       end
       src:end_snapshot()
-      if ctx.on_iteration then ctx.on_iteration(summary, iteration) end
-      if run_opts.once or interval <= 0 and run_opts.iterations == nil then break end
-      if run_opts.iterations and iteration >= run_opts.iterations then break end
-      local wait = interval - (util.mono() - started)
-      if wait > 0 and not util.sleep(wait) then
-        errors.raise("interrupted between iterations; the next run continues from the last commit", 130)
+      if not job_mod.next_iteration(ctx, run_opts, summary, iteration, interval, started, "the last commit") then
+        break
       end
-      if util.stop_requested() or (ctx.should_stop and ctx.should_stop()) then break end
     end
     return summary
   end)

@@ -7,6 +7,8 @@ local log = require("mocdc.log")
 local options = require("mocdc.pipeline.options")
 local progress = require("mocdc.progress")
 local retry = require("mocdc.pipeline.retry")
+local file_sink = require("mocdc.sink.file")
+local mysql_sink = require("mocdc.sink.mysql")
 local snapshot = require("mocdc.source.mysql")
 local util = require("mocdc.util.lib")
 
@@ -29,14 +31,14 @@ local function open_sink(job, name)
   local o = job.opts
   local kind = job.target:match("^(%a[%w+.-]*)://")
   if kind == "file" then
-    return require("mocdc.sink.file").open(job.target, { pipeline = name, opts = o, state_dir = M.state_dir(job, name) })
+    return file_sink.open(job.target, { pipeline = name, opts = o, state_dir = M.state_dir(job, name) })
   end
   if kind ~= "mysql" and kind ~= "matrixone" then
     errors.raise(string.format("sink '%s': unsupported scheme (expected mysql://user:pw@host:port)",
       log.mask(job.target)), 2)
   end
   local dialect = o.sinkType or o.dialect or (kind == "matrixone" and "matrixone" or nil)
-  return require("mocdc.sink.mysql").open(job.target, { pipeline = name, dialect = dialect,
+  return mysql_sink.open(job.target, { pipeline = name, dialect = dialect,
     maxSqlLength = o.maxSqlLength, password = o.password, sendSqlTimeout = options.number(o, "sendSqlTimeout"),
     loadData = o.loadData, errorHandleOption = o.errorHandleOption,
     deadLetter = o.deadLetter or (M.state_dir(job, name) .. "/dead_letter.jsonl"),
@@ -143,10 +145,29 @@ function M.run_snapshot(job, ctx, run_opts)
   return err
 end
 
+-- After an iteration of an iterating engine (snapdiff, matrixone) ended at `started` (util.mono):
+-- report it, then wait out the interval. true: run the next one; false: the run is over (--once,
+-- a count of iterations reached, stop asked). Interrupted while waiting: exit 130, `resumes` saying
+-- where the next run continues.
+function M.next_iteration(ctx, run_opts, summary, iteration, interval, started, resumes)
+  if ctx.on_iteration then ctx.on_iteration(summary, iteration) end
+  if run_opts.once or (interval <= 0 and not run_opts.iterations) then return false end
+  if run_opts.iterations and iteration >= run_opts.iterations then return false end
+  local wait = interval - (util.mono() - started)
+  if wait > 0 and not util.sleep(wait) then
+    errors.raise("interrupted between iterations; the next run continues from " .. resumes, 130)
+  end
+  return not (util.stop_requested() or (ctx.should_stop and ctx.should_stop()))
+end
+
+-- The engines require this module (open_sink, open_store, claim): they are loaded when a job runs,
+-- not at the top, to keep that cycle out of load order.
+local function engine(name) return require("mocdc.engine." .. name) end
+
 -- Refuse, before anything is opened, an option the job's source or sink kind
 -- does not honour (mocdc.options.SUPPORTED).
 function M.check_options(job)
-  local kind = options.source_kind(job.stream.source.kind, require("mocdc.engine.snapdiff").interval(job) ~= nil)
+  local kind = options.source_kind(job.stream.source.kind, engine("snapdiff").interval(job) ~= nil)
   options.check(kind, options.sink_kind(job.target), job.stream.source.opts, job.opts)
 end
 
@@ -154,15 +175,15 @@ end
 -- loop, run_with_retries below or the task worker's, decides).
 local function run_job(job, ctx, run_opts)
   local kind = job.stream.source.kind
-  if kind == "snapshot" and require("mocdc.engine.snapdiff").interval(job) then
+  if kind == "snapshot" and engine("snapdiff").interval(job) then
     -- duration = N: full copy, then a chunk-diff iteration every N seconds
-    return require("mocdc.engine.snapdiff").run(job, ctx, run_opts)
+    return engine("snapdiff").run(job, ctx, run_opts)
   elseif kind == "snapshot" then
     return M.run_snapshot(job, ctx, run_opts)
   elseif kind == "matrixone" then
-    return require("mocdc.engine.matrixone").run(job, ctx, run_opts)
+    return engine("matrixone").run(job, ctx, run_opts)
   elseif kind == "binlog" then
-    return require("mocdc.engine.binlog").run(job, ctx, run_opts)
+    return engine("binlog").run(job, ctx, run_opts)
   end
   errors.raise("unknown source kind " .. tostring(kind), 2)
 end
