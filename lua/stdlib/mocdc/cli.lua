@@ -204,7 +204,7 @@ function M.main(args)
     end)
   elseif cmd == "serve" then
     -- with --state-uri: subscription executor + scanner + task supervisor; else the task supervisor
-    return protected(function() return require("mocdc.subscription").serve(require("mocdc.task.cli").parse_flags(rest)) end)
+    return protected(function() return require("mocdc.serve").main(require("mocdc.task.cli").parse_flags(rest)) end)
   elseif cmd == "sql" then
     return protected(require("mocdc.subscription").sql_main, rest)
   elseif cmd == "completion" then
